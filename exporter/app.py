@@ -1,0 +1,113 @@
+"""The pipeline: per (account, area) poll -> snapshot store -> rendered exposition.
+
+``App`` wires the parts for one process; the scheduler (``exporter.scheduler``) only calls
+``App.poll``. Tests build an ``App`` directly and call ``poll_all`` to drive it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+
+from exporter import health
+from exporter.areas import AREAS
+from exporter.areas.base import AreaContext, FamilyBuilder, Poller
+from exporter.client import SpaceliftClient
+from exporter.config import Config
+from exporter.errors import SpaceliftError
+from exporter.exposition import Exposition
+from exporter.selfmetrics import SelfMetrics
+from exporter.store import Key, Store
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.self_metrics = SelfMetrics(self.registry)
+        self.clients: dict[str, SpaceliftClient] = {}
+        self.pollers: dict[Key, Poller] = {}
+        for account in config.accounts:
+            self.self_metrics.init_account(account.name)
+            self.clients[account.name] = SpaceliftClient(
+                account, config.http, self.self_metrics, clock=clock, transport=transport
+            )
+            for area in account.enabled_areas():
+                ctx = AreaContext(account.name, account.areas[area].options)
+                self.pollers[(account.name, area)] = AREAS[area].create(ctx)
+        self.store = Store(list(self.pollers))
+        self.exposition = Exposition(self._collect, self.registry)
+        self._render_lock = threading.Lock()
+        self.exposition.refresh()
+
+    def interval(self, key: Key) -> float:
+        account = next(a for a in self.config.accounts if a.name == key[0])
+        return account.areas[key[1]].interval
+
+    def poll(self, key: Key) -> bool:
+        """Poll one area of one account; keep the last good snapshot on failure."""
+        account, area = key
+        client = self.clients[account]
+        started = time.perf_counter()
+        try:
+            with client.budget(self.config.http.poll_timeout):
+                snapshot = self.pollers[key].poll(client)
+        except SpaceliftError as exc:
+            duration = time.perf_counter() - started
+            self.store.failure(key, str(exc), exc.kind, duration)
+            level = logging.INFO if exc.kind == "permission" else logging.WARNING
+            log.log(
+                level,
+                "poll failed, serving the last good data",
+                extra={"account": account, "area": area, "kind": exc.kind, "error": str(exc)},
+            )
+            ok = False
+        except Exception as exc:  # a bug in a parser must not kill the scheduler thread
+            duration = time.perf_counter() - started
+            self.store.failure(key, f"internal error: {type(exc).__name__}", "internal", duration)
+            log.exception("poll crashed", extra={"account": account, "area": area})
+            ok = False
+        else:
+            duration = time.perf_counter() - started
+            self.store.success(key, snapshot, self.clock(), duration)
+            log.debug("poll ok", extra={"account": account, "area": area, "seconds": duration})
+            ok = True
+        with self._render_lock:
+            self.exposition.refresh()
+        return ok
+
+    def poll_all(self) -> bool:
+        """Poll every area once, accounts in parallel; True if all succeeded."""
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(self.pollers)))) as pool:
+            return all(pool.map(self.poll, list(self.pollers)))
+
+    def ready(self) -> bool:
+        return all(st.settled for _, st in self.store.items())
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+
+    def _collect(self, out: FamilyBuilder) -> None:
+        items = self.store.items()
+        health.collect(items, {n: c.reachable for n, c in self.clients.items()}, out)
+        for key, st in items:
+            if st.snapshot is not None:
+                self.pollers[key].collect(st.snapshot, out)

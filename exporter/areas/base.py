@@ -1,0 +1,157 @@
+"""What every Spacelift area provides, and the pieces they share.
+
+An area (worker pools, usage, stacks, runs, access) owns its GraphQL documents, its parser and
+its metric definitions. The pipeline only knows this interface:
+
+- ``AreaSpec`` describes the area: name, default interval, options, documents, metrics and the
+  Spacelift permission it needs (the README's permission table is read from here).
+- ``spec.create(ctx)`` builds one poller per account. ``poller.poll(client)`` does the I/O and
+  returns an immutable snapshot (or raises a ``SpaceliftError``); ``poller.collect(snapshot,
+  out)`` turns a snapshot into samples and does no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+if TYPE_CHECKING:
+    from exporter.client import SpaceliftClient
+
+MetricKind = Literal["gauge", "counter", "histogram"]
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    """One metric family the exporter emits. ``name`` excludes ``_total`` for counters."""
+
+    name: str
+    kind: MetricKind
+    help: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] = ()
+
+    @property
+    def exposed_name(self) -> str:
+        """The name as users see it in PromQL (counters gain ``_total``)."""
+        return self.name + "_total" if self.kind == "counter" else self.name
+
+
+def gauge(name: str, help: str, *labels: str) -> MetricDef:
+    return MetricDef(name, "gauge", help, ("account", *labels))
+
+
+def counter(name: str, help: str, *labels: str) -> MetricDef:
+    if name.endswith("_total"):
+        name = name[: -len("_total")]
+    return MetricDef(name, "counter", help, ("account", *labels))
+
+
+def histogram(name: str, help: str, buckets: Sequence[float], *labels: str) -> MetricDef:
+    return MetricDef(name, "histogram", help, ("account", *labels), tuple(buckets))
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """An area option accepted in the config file under ``areas.<area>.<name>``."""
+
+    type: type | tuple[type, ...]
+    default: Any
+    help: str
+
+
+@dataclass(frozen=True)
+class HistogramValue:
+    """Cumulative bucket counts aligned with ``MetricDef.buckets`` (+Inf last), and the sum."""
+
+    cumulative: tuple[float, ...]
+    sum: float
+
+
+class FamilyBuilder:
+    """Collects samples of many areas and accounts into one family per metric name.
+
+    Several accounts emit the same metric; Prometheus wants each family once, so samples are
+    grouped here by definition and turned into prometheus_client families at the end.
+    """
+
+    def __init__(self) -> None:
+        self._samples: dict[MetricDef, list[tuple[tuple[str, ...], Any]]] = {}
+
+    def add(self, metric: MetricDef, labels: Sequence[str], value: float | HistogramValue) -> None:
+        if len(labels) != len(metric.labels):
+            raise ValueError(f"{metric.name}: expected labels {metric.labels}, got {labels}")
+        self._samples.setdefault(metric, []).append((tuple(labels), value))
+
+    def declare(self, metric: MetricDef) -> None:
+        """Emit the family even with no samples (HELP/TYPE only), so it is discoverable."""
+        self._samples.setdefault(metric, [])
+
+    def families(self) -> Iterator[Metric]:
+        for metric, samples in self._samples.items():
+            yield _family(metric, samples)
+
+
+def _family(metric: MetricDef, samples: Iterable[tuple[tuple[str, ...], Any]]) -> Metric:
+    labels = list(metric.labels)
+    if metric.kind == "gauge":
+        g = GaugeMetricFamily(metric.name, metric.help, labels=labels)
+        for values, value in samples:
+            g.add_metric(list(values), float(value))
+        return g
+    if metric.kind == "counter":
+        c = CounterMetricFamily(metric.name, metric.help, labels=labels)
+        for values, value in samples:
+            c.add_metric(list(values), float(value))
+        return c
+    h = HistogramMetricFamily(metric.name, metric.help, labels=labels)
+    bounds = [*(_fmt_bound(b) for b in metric.buckets), "+Inf"]
+    for values, value in samples:
+        buckets = list(zip(bounds, value.cumulative, strict=True))
+        h.add_metric(list(values), buckets, value.sum)
+    return h
+
+
+def _fmt_bound(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+class Snapshot(Protocol):
+    """Marker for area snapshots: frozen dataclasses, replaced whole on every good poll."""
+
+
+class Poller(Protocol):
+    def poll(self, client: SpaceliftClient) -> Any: ...
+
+    def collect(self, snapshot: Any, out: FamilyBuilder) -> None: ...
+
+
+@dataclass(frozen=True)
+class AreaContext:
+    """What an area's poller is built from: its account and its validated options."""
+
+    account: str
+    options: Mapping[str, Any]
+    state: Any = None  # area-owned persistent state (the run ledger), restored by the app
+
+
+@dataclass(frozen=True)
+class AreaSpec:
+    name: str
+    title: str
+    default_interval: float
+    create: Callable[[AreaContext], Poller]
+    documents: Mapping[str, str]
+    metrics: tuple[MetricDef, ...]
+    permission: str
+    options: Mapping[str, OptionSpec] = field(default_factory=dict)
+    enabled_by_default: bool = True

@@ -1,0 +1,164 @@
+"""Command line: run (default), check-config, once, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from exporter import __version__, config, logsetup
+from exporter.app import App
+
+log = logging.getLogger("exporter")
+
+COMMANDS = ("run", "check-config", "once", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spacelift-exporter",
+        description="Prometheus exporter for Spacelift: runs, worker pools, stacks, API keys.",
+    )
+    p.add_argument(
+        "command",
+        nargs="?",
+        default="run",
+        choices=COMMANDS,
+        help="run: serve /metrics (default); check-config: validate and print the effective "
+        "configuration, secrets redacted; once: poll every area once and print the exposition; "
+        "demo: start the built-in Spacelift simulator and serve metrics from it",
+    )
+    p.add_argument("--version", action="version", version=f"spacelift-exporter {__version__}")
+    p.add_argument("--config.file", dest="config_file", type=Path, help="YAML configuration file")
+    g = p.add_argument_group("Spacelift connection (names as in Cartography's integration)")
+    g.add_argument(
+        "--spacelift-api-endpoint",
+        dest="endpoint",
+        help="https://ACCOUNT.app.spacelift.io/graphql, or just ACCOUNT.app.spacelift.io",
+    )
+    g.add_argument(
+        "--spacelift-api-key-id-env-var",
+        dest="key_id_env_var",
+        help=f"variable holding the API key id (default {config.DEFAULT_KEY_ID_ENV})",
+    )
+    g.add_argument(
+        "--spacelift-api-key-secret-env-var",
+        dest="key_secret_env_var",
+        help=f"variable holding the API key secret (default {config.DEFAULT_KEY_SECRET_ENV})",
+    )
+    g.add_argument(
+        "--spacelift-api-key-secret-file",
+        dest="key_secret_file",
+        type=Path,
+        help="file holding the API key secret, re-read at every token exchange (OIDC keys)",
+    )
+    g.add_argument(
+        "--spacelift-api-token-env-var",
+        dest="token_env_var",
+        help="variable holding a pre-generated JWT, used as is "
+        f"(default {config.DEFAULT_TOKEN_ENV})",
+    )
+    w = p.add_argument_group("web and logs")
+    w.add_argument("--web.listen-address", dest="listen_address", help="default :9953")
+    w.add_argument("--web.telemetry-path", dest="telemetry_path", help="default /metrics")
+    w.add_argument("--log.level", dest="log_level", choices=config.LOG_LEVELS)
+    w.add_argument("--log.format", dest="log_format", choices=config.LOG_FORMATS)
+    p.add_argument(
+        "--state.file", dest="state_file", type=Path, help="where the run ledger survives restarts"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = config.Overrides(
+        **{k: v for k, v in vars(args).items() if k != "command" and v is not None}
+    )
+    try:
+        if args.command == "demo":
+            return _demo(overrides)
+        cfg = config.load(overrides)
+    except config.ConfigError as exc:
+        print(f"spacelift-exporter: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(json.dumps(cfg.redacted(), indent=2, default=str))
+        return 0
+    logsetup.setup(cfg.log_level, cfg.log_format)
+    if args.command == "once":
+        return _once(cfg)
+    return _run(cfg)
+
+
+def _once(cfg: config.Config) -> int:
+    app = App(cfg)
+    try:
+        ok = app.poll_all()
+        body, _ = app.exposition.render("text/plain")
+        sys.stdout.write(body.decode())
+        for (account, area), st in app.store.items():
+            if not st.ok:
+                print(f"{account}/{area}: {st.error}", file=sys.stderr)
+        return 0 if ok else 1
+    finally:
+        app.close()
+
+
+def _run(cfg: config.Config, before_stop: Any = None) -> int:
+    from exporter import scheduler, web
+
+    app = App(cfg)
+    host, port = config.parse_listen(cfg.listen_address, "web.listen_address")
+    try:
+        server, _ = web.serve(app, host, port)
+    except OSError as exc:
+        log.error("cannot listen", extra={"address": cfg.listen_address, "error": exc.strerror})
+        return 1
+    sched = scheduler.start(app)
+    log.info(
+        "serving",
+        extra={
+            "address": f"{host or '0.0.0.0'}:{server.server_address[1]}",
+            "version": __version__,
+            "accounts": ",".join(a.name for a in cfg.accounts),
+        },
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    log.info("shutting down")
+    sched.shutdown(wait=False)
+    server.shutdown()
+    server.server_close()
+    app.close()
+    if before_stop:
+        before_stop()
+    return 0
+
+
+DEMO_KEY_ID = "01HXSIMKEY0000000000000000"
+DEMO_KEY_SECRET = "sim-secret"  # the simulator's built-in key; not a secret
+
+
+def _demo(overrides: config.Overrides) -> int:
+    from exporter.simulator.demo import start_demo_simulator
+
+    sim = start_demo_simulator(port=0)
+    raw = {
+        "accounts": [{"name": "demo", "endpoint": sim.url}],
+        # Faster than production defaults so the demo moves while you watch it.
+        "areas": {"usage": {"interval": "30s"}},
+    }
+    env = {"SPACELIFT_API_KEY_ID": DEMO_KEY_ID, "SPACELIFT_API_KEY_SECRET": DEMO_KEY_SECRET}
+    overrides.config_file = None
+    cfg = config.load(overrides, env=env, raw=raw)
+    logsetup.setup(cfg.log_level, cfg.log_format)
+    log.info("demo: built-in Spacelift simulator started", extra={"endpoint": sim.url})
+    return _run(cfg, before_stop=sim.stop)

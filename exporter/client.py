@@ -1,0 +1,376 @@
+"""Spacelift GraphQL client: token exchange and refresh, retries, typed errors.
+
+Knows nothing about Prometheus beyond reporting its traffic to ``SelfMetrics``. Every document
+goes through ``graphql_doc.inspect`` first, so only queries and the token exchange are sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from exporter import __version__
+from exporter.config import AccountConfig, HttpConfig
+from exporter.errors import (
+    AuthError,
+    MalformedResponseError,
+    PermissionDeniedError,
+    PollTimeout,
+    QueryError,
+    RateLimitedError,
+    ServerError,
+    SpaceliftError,
+    TransportFailure,
+)
+from exporter.graphql_doc import inspect
+from exporter.selfmetrics import SelfMetrics
+
+log = logging.getLogger(__name__)
+
+# Re-exchange when the JWT has less than this left (Spacelift's own clients use 30 s).
+REFRESH_MARGIN = 60.0
+# After a failed exchange, wait this long (doubling up to the cap) before trying again, so
+# five areas polling a dead endpoint do not hammer the auth mutation.
+EXCHANGE_BACKOFF = (5.0, 300.0)
+
+EXCHANGE_DOCUMENT = """
+mutation SpaceliftExporterGetToken($id: ID!, $secret: String!) {
+  apiKeyUser(id: $id, secret: $secret) { jwt validUntil }
+}
+"""
+
+PERMISSION_MESSAGES = ("unauthorized", "not available for machine sessions", "forbidden")
+
+
+@dataclass(frozen=True)
+class FieldError:
+    message: str
+    path: tuple[str | int, ...]
+
+    @property
+    def is_permission(self) -> bool:
+        text = self.message.lower()
+        return any(m in text for m in PERMISSION_MESSAGES)
+
+
+@dataclass(frozen=True)
+class Result:
+    """A GraphQL answer: ``data`` may be partial when ``errors`` name some fields."""
+
+    operation: str
+    data: Mapping[str, Any] | None
+    errors: tuple[FieldError, ...]
+
+    def require(self, *roots: str) -> Mapping[str, Any]:
+        """The data, if every root field named is present and none of them errored.
+
+        Errors on other fields are tolerated (the rest of the answer is usable).
+        """
+        blocking = [e for e in self.errors if not e.path or e.path[0] in roots]
+        if self.data is None or blocking or any(self.data.get(r) is None for r in roots):
+            raise classify(self.operation, blocking or list(self.errors))
+        return self.data
+
+
+def classify(operation: str, errors: list[FieldError]) -> SpaceliftError:
+    if not errors:
+        return MalformedResponseError(f"{operation}: answer has no data")
+    text = "; ".join(sorted({e.message for e in errors}))
+    if all(e.is_permission for e in errors):
+        return PermissionDeniedError(f"{operation}: {text}")
+    return QueryError(f"{operation}: {text}")
+
+
+class SpaceliftClient:
+    def __init__(
+        self,
+        account: AccountConfig,
+        http: HttpConfig,
+        metrics: SelfMetrics | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.account = account.name
+        self.endpoint = account.endpoint
+        self._creds = account.credentials
+        self._cfg = http
+        self._metrics = metrics
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng
+        self._http = httpx.Client(
+            timeout=http.timeout,
+            transport=transport,
+            headers={
+                "User-Agent": f"spacelift-exporter/{__version__}",
+                "Spacelift-Client-Type": "spacelift-exporter",
+            },
+        )
+        self._lock = threading.Lock()
+        self._jwt: str | None = None
+        self._valid_until = 0.0
+        self._exchange_failures = 0
+        self._exchange_not_before = 0.0
+        self._last_exchange_error = ""
+        # None until the first answer; False after the API could not be reached or refused
+        # the credentials; True after a well-formed answer. Read by spacelift_up.
+        self.reachable: bool | None = None
+        self._scope = threading.local()  # per-thread poll deadline, set by budget()
+
+    def __repr__(self) -> str:
+        return f"SpaceliftClient(account={self.account!r}, endpoint={self.endpoint!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- public API -----------------------------------------------------------------------
+
+    @contextmanager
+    def budget(self, seconds: float) -> Iterator[None]:
+        """Bound the total time of every query made in this block (one poll) by this thread."""
+        previous = getattr(self._scope, "deadline", None)
+        self._scope.deadline = time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            self._scope.deadline = previous
+
+    def query(
+        self,
+        document: str,
+        variables: Mapping[str, Any] | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> Result:
+        """Send a named query; re-exchange and retry once if the token was refused."""
+        op = inspect(document)
+        if op.is_mutation:
+            raise AuthError("the token exchange is not sent through query()")
+        if deadline is None:
+            deadline = getattr(self._scope, "deadline", None)
+        if deadline is None:
+            deadline = time.monotonic() + self._cfg.poll_timeout
+        token = self._token(deadline)
+        result = self._send(op.name, document, variables, token, deadline)
+        if _refused(result) and self._creds.token is None:
+            log.info("token refused, exchanging the API key again", extra={"account": self.account})
+            self._invalidate(token)
+            token = self._token(deadline)
+            result = self._send(op.name, document, variables, token, deadline)
+        if _refused(result) and self._creds.token is not None:
+            expiry = _jwt_expiry(self._creds.token.reveal())
+            if expiry is not None and expiry <= self._clock():
+                self.reachable = False
+                raise AuthError("the pre-generated API token has expired")
+        return result
+
+    # -- token ------------------------------------------------------------------------------
+
+    def _token(self, deadline: float) -> str:
+        if self._creds.token is not None:
+            return self._creds.token.reveal()
+        with self._lock:  # concurrent pollers wait here and share one exchange
+            now = self._clock()
+            if self._jwt is not None and self._valid_until - now >= REFRESH_MARGIN:
+                return self._jwt
+            if now < self._exchange_not_before:
+                raise AuthError(
+                    f"token exchange failed {self._exchange_failures} time(s), next attempt in "
+                    f"{self._exchange_not_before - now:.0f}s: {self._last_exchange_error}"
+                )
+            try:
+                self._jwt, self._valid_until = self._exchange(deadline)
+            except SpaceliftError as exc:
+                self._exchange_failures += 1
+                base, cap = EXCHANGE_BACKOFF
+                self._exchange_not_before = now + min(
+                    cap, base * 2 ** (self._exchange_failures - 1)
+                )
+                self._last_exchange_error = str(exc)
+                self._count_exchange("failure")
+                self.reachable = False
+                if isinstance(exc, AuthError):
+                    raise
+                raise AuthError(f"token exchange failed: {exc}") from exc
+            self._exchange_failures = 0
+            self._exchange_not_before = 0.0
+            self._count_exchange("success")
+            return self._jwt
+
+    def _exchange(self, deadline: float) -> tuple[str, float]:
+        op = inspect(EXCHANGE_DOCUMENT)
+        key_id = self._creds.key_id or ""
+        secret = self._creds.secret()  # re-read from the file each time (OIDC keys rotate)
+        variables = {"id": key_id, "secret": secret.reveal()}
+        result = self._send(op.name, EXCHANGE_DOCUMENT, variables, None, deadline)
+        user = (result.data or {}).get("apiKeyUser")
+        if not isinstance(user, Mapping) or not user.get("jwt"):
+            reason = "; ".join(e.message for e in result.errors) or "no token in the answer"
+            raise AuthError(f"API key {key_id!r} was refused: {reason}")
+        try:
+            return str(user["jwt"]), float(user["validUntil"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedResponseError("apiKeyUser answer without a usable validUntil") from exc
+
+    def _invalidate(self, token: str) -> None:
+        with self._lock:
+            if self._jwt == token:
+                self._jwt = None
+
+    def _count_exchange(self, outcome: str) -> None:
+        if self._metrics:
+            self._metrics.token_exchange(self.account, outcome)
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def _send(
+        self,
+        operation: str,
+        document: str,
+        variables: Mapping[str, Any] | None,
+        token: str | None,
+        deadline: float,
+    ) -> Result:
+        body = {"query": document, "variables": dict(variables or {}), "operationName": operation}
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PollTimeout(f"{operation}: poll time budget exhausted")
+            started = time.perf_counter()
+            failure: SpaceliftError
+            try:
+                resp = self._http.post(
+                    self.endpoint,
+                    json=body,
+                    headers=headers,
+                    timeout=min(self._cfg.timeout, remaining),
+                )
+            except httpx.TimeoutException:
+                self._observe(operation, "timeout", started)
+                failure = TransportFailure(f"{operation}: request timed out")
+            except httpx.TransportError as exc:
+                self._observe(operation, "connection_error", started)
+                failure = TransportFailure(f"{operation}: {type(exc).__name__}")
+            else:
+                status = resp.status_code
+                if status == 429:
+                    self._observe(operation, "rate_limited", started)
+                    if self._metrics:
+                        self._metrics.rate_limited(self.account)
+                    wait = _retry_after(resp.headers.get("Retry-After"), time.time())
+                    wait = wait if wait is not None else self._backoff(attempt)
+                    if attempt >= self._cfg.retries or wait > deadline - time.monotonic():
+                        raise RateLimitedError(
+                            f"{operation}: rate limited (Retry-After {wait:.0f}s)"
+                        )
+                    log.warning(
+                        "rate limited by Spacelift, waiting",
+                        extra={"account": self.account, "operation": operation, "wait": wait},
+                    )
+                    self._sleep(wait)
+                    attempt += 1
+                    continue
+                if status in (401, 403):
+                    self._observe(operation, "unauthorized", started)
+                    return Result(operation, None, (FieldError("unauthorized", ()),))
+                if status >= 500:
+                    self._observe(operation, "server_error", started)
+                    failure = ServerError(f"{operation}: HTTP {status}")
+                elif status != 200:
+                    self._observe(operation, "http_error", started)
+                    self.reachable = False
+                    raise ServerError(f"{operation}: unexpected HTTP {status}")
+                else:
+                    result = self._parse(operation, resp, started)
+                    self.reachable = True
+                    return result
+            if attempt >= self._cfg.retries:
+                self.reachable = False
+                raise failure
+            pause = min(self._backoff(attempt), max(0.0, deadline - time.monotonic()))
+            log.debug("retrying", extra={"account": self.account, "operation": operation})
+            self._sleep(pause)
+            attempt += 1
+
+    def _parse(self, operation: str, resp: httpx.Response, started: float) -> Result:
+        try:
+            payload = resp.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            self._observe(operation, "malformed", started)
+            self.reachable = False
+            raise MalformedResponseError(f"{operation}: answer is not JSON") from exc
+        data = payload.get("data") if isinstance(payload, dict) else None
+        raw_errors = payload.get("errors") if isinstance(payload, dict) else None
+        if not isinstance(payload, dict) or (data is None and not raw_errors):
+            self._observe(operation, "malformed", started)
+            self.reachable = False
+            raise MalformedResponseError(f"{operation}: answer has neither data nor errors")
+        if data is not None and not isinstance(data, dict):
+            self._observe(operation, "malformed", started)
+            raise MalformedResponseError(f"{operation}: data is not an object")
+        errors = tuple(_field_error(e) for e in (raw_errors or []))
+        self._observe(operation, "graphql_error" if errors else "success", started)
+        return Result(operation, data, errors)
+
+    def _observe(self, operation: str, outcome: str, started: float) -> None:
+        if self._metrics:
+            self._metrics.request(self.account, operation, outcome, time.perf_counter() - started)
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling: float = min(self._cfg.backoff_max, self._cfg.backoff_base * 2.0**attempt)
+        return ceiling / 2 + self._rng() * ceiling / 2  # "equal jitter"
+
+
+def _refused(result: Result) -> bool:
+    return any("unauthorized" in e.message.lower() for e in result.errors)
+
+
+def _field_error(raw: Any) -> FieldError:
+    if not isinstance(raw, dict):
+        return FieldError(str(raw), ())
+    path = raw.get("path") or ()
+    return FieldError(str(raw.get("message", "")), tuple(path) if isinstance(path, list) else ())
+
+
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError):
+        return None
+
+
+def _jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT, read without verifying it (we only want to explain a 401)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        padded = parts[1] + "=" * (-len(parts[1]) % 4)
+        claims = json.loads(base64.urlsafe_b64decode(padded))
+        return float(str(claims["exp"]))
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        return None

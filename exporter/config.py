@@ -1,0 +1,435 @@
+"""Configuration: the YAML file, the command-line flags over it, and their validation.
+
+Everything here is data. ``load`` returns a frozen ``Config`` or raises ``ConfigError``
+naming the key at fault (the CLI turns that into exit status 2). Secrets are wrapped in
+``Secret`` as soon as they are read, so no repr, log line or ``check-config`` output shows them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from exporter.secret import Secret
+
+DEFAULT_LISTEN = ":9953"  # the port of Spacelift's official exporter
+DEFAULT_KEY_ID_ENV = "SPACELIFT_API_KEY_ID"
+DEFAULT_KEY_SECRET_ENV = "SPACELIFT_API_KEY_SECRET"
+DEFAULT_TOKEN_ENV = "SPACELIFT_API_TOKEN"
+# Spacelift's official exporter reads these; honoured so it can be swapped for this one.
+PROMEX_ENDPOINT_ENV = "SPACELIFT_PROMEX_API_ENDPOINT"
+PROMEX_KEY_ID_ENV = "SPACELIFT_PROMEX_API_KEY_ID"
+PROMEX_KEY_SECRET_ENV = "SPACELIFT_PROMEX_API_KEY_SECRET"
+
+
+class ConfigError(Exception):
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class Credentials:
+    key_id: str | None = None
+    key_secret: Secret | None = None
+    key_secret_file: Path | None = None
+    token: Secret | None = None
+    source: str = ""  # where they came from, for check-config (names, never values)
+
+    def secret(self) -> Secret:
+        """The key secret; a file is re-read at every call (OIDC tokens rotate)."""
+        if self.key_secret_file is not None:
+            try:
+                return Secret(self.key_secret_file.read_text().strip())
+            except OSError as exc:
+                raise ConfigError("api_key_secret_file", f"cannot read: {exc.strerror}") from None
+        return self.key_secret or Secret("")
+
+
+@dataclass(frozen=True)
+class AreaConfig:
+    enabled: bool
+    interval: float
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    name: str
+    endpoint: str
+    credentials: Credentials
+    areas: Mapping[str, AreaConfig]
+
+    def enabled_areas(self) -> list[str]:
+        return [name for name, area in self.areas.items() if area.enabled]
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    timeout: float = 10.0  # one HTTP request
+    retries: int = 3  # on connection errors, timeouts, 5xx and 429
+    poll_timeout: float = 120.0  # everything one poll of one area may take
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+
+
+@dataclass(frozen=True)
+class Config:
+    accounts: tuple[AccountConfig, ...]
+    http: HttpConfig = HttpConfig()
+    listen_address: str = DEFAULT_LISTEN
+    telemetry_path: str = "/metrics"
+    log_level: str = "info"
+    log_format: str = "logfmt"
+    state_file: Path | None = None
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration as plain data, secrets replaced, for check-config."""
+        return {
+            "accounts": [
+                {
+                    "name": a.name,
+                    "endpoint": a.endpoint,
+                    "credentials": _describe_credentials(a.credentials),
+                    "areas": {
+                        name: {"enabled": ar.enabled, "interval": ar.interval, **ar.options}
+                        for name, ar in a.areas.items()
+                    },
+                }
+                for a in self.accounts
+            ],
+            "http": vars(self.http),
+            "web": {"listen_address": self.listen_address, "telemetry_path": self.telemetry_path},
+            "log": {"level": self.log_level, "format": self.log_format},
+            "state_file": str(self.state_file) if self.state_file else None,
+        }
+
+
+def _describe_credentials(c: Credentials) -> dict[str, Any]:
+    out: dict[str, Any] = {"source": c.source}
+    if c.token is not None:
+        out["token"] = str(c.token)
+    else:
+        out["api_key_id"] = c.key_id
+        out["api_key_secret"] = (
+            f"<read from {c.key_secret_file}>" if c.key_secret_file else str(c.key_secret)
+        )
+    return out
+
+
+# -- flags -> overrides --------------------------------------------------------------------
+
+
+@dataclass
+class Overrides:
+    """Command-line flags; None means not given, so the file (or the default) applies."""
+
+    config_file: Path | None = None
+    endpoint: str | None = None
+    key_id_env_var: str | None = None
+    key_secret_env_var: str | None = None
+    key_secret_file: Path | None = None
+    token_env_var: str | None = None
+    listen_address: str | None = None
+    telemetry_path: str | None = None
+    log_level: str | None = None
+    log_format: str | None = None
+    state_file: Path | None = None
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+TOP_KEYS = {"accounts", "areas", "http", "web", "log", "state_file"}
+ACCOUNT_KEYS = {
+    "name",
+    "endpoint",
+    "api_key_id",
+    "api_key_id_env_var",
+    "api_key_secret_env_var",
+    "api_key_secret_file",
+    "api_token_env_var",
+    "areas",
+}
+HTTP_KEYS = {"timeout", "retries", "poll_timeout", "backoff_base", "backoff_max"}
+LOG_LEVELS = ("debug", "info", "warn", "error")
+LOG_FORMATS = ("logfmt", "json")
+
+
+def load(
+    overrides: Overrides,
+    env: Mapping[str, str] | None = None,
+    raw: dict[str, Any] | None = None,
+) -> Config:
+    """Validate the file (or ``raw``, the same structure in memory) with the flags over it."""
+    env = os.environ if env is None else env
+    if raw is None:
+        raw = _read_yaml(overrides.config_file) if overrides.config_file else {}
+    _check_keys(raw, TOP_KEYS, "")
+
+    area_defaults = _area_table(raw.get("areas"), "areas", None)
+    accounts_raw = raw.get("accounts")
+    if accounts_raw is not None and not isinstance(accounts_raw, list):
+        raise ConfigError("accounts", "must be a list of accounts")
+    accounts_raw = list(accounts_raw or [])
+
+    endpoint_flag = overrides.endpoint or env.get(PROMEX_ENDPOINT_ENV)
+    if endpoint_flag:
+        if len(accounts_raw) > 1:
+            raise ConfigError(
+                "--spacelift-api-endpoint", "cannot be used with several accounts in the file"
+            )
+        base = dict(accounts_raw[0]) if accounts_raw else {}
+        base["endpoint"] = endpoint_flag
+        accounts_raw = [base]
+    if not accounts_raw:
+        raise ConfigError(
+            "--spacelift-api-endpoint",
+            "no Spacelift account configured: pass --spacelift-api-endpoint or list "
+            "`accounts` in --config.file (or run `spacelift-exporter demo` to try the simulator)",
+        )
+
+    accounts: list[AccountConfig] = []
+    for i, item in enumerate(accounts_raw):
+        accounts.append(_account(item, f"accounts[{i}]", area_defaults, overrides, env))
+    names = [a.name for a in accounts]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError("accounts", f"account names must be unique, repeated: {dupes}")
+
+    web = _section(raw, "web", {"listen_address", "telemetry_path"})
+    log = _section(raw, "log", {"level", "format"})
+    http = _http(_section(raw, "http", HTTP_KEYS))
+    listen = overrides.listen_address or _str(web, "listen_address", "web.", DEFAULT_LISTEN)
+    path = overrides.telemetry_path or _str(web, "telemetry_path", "web.", "/metrics")
+    if not path.startswith("/") or path in ("/", "/healthz", "/readyz"):
+        raise ConfigError("web.telemetry_path", f"must be a path other than /, got {path!r}")
+    parse_listen(listen, "web.listen_address")
+    level = (overrides.log_level or _str(log, "level", "log.", "info")).lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError("log.level", f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    fmt = (overrides.log_format or _str(log, "format", "log.", "logfmt")).lower()
+    if fmt not in LOG_FORMATS:
+        raise ConfigError("log.format", f"must be one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
+    state_file = overrides.state_file
+    if state_file is None and raw.get("state_file") is not None:
+        state_file = Path(_str(raw, "state_file", "", ""))
+    return Config(tuple(accounts), http, listen, path, level, fmt, state_file)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError("--config.file", f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError("--config.file", f"{path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("--config.file", f"{path} must hold a mapping at the top level")
+    return data
+
+
+def _account(
+    item: Any,
+    key: str,
+    area_defaults: Mapping[str, AreaConfig],
+    overrides: Overrides,
+    env: Mapping[str, str],
+) -> AccountConfig:
+    if not isinstance(item, dict):
+        raise ConfigError(key, "must be a mapping")
+    _check_keys(item, ACCOUNT_KEYS, key + ".")
+    endpoint_raw = _str(item, "endpoint", key + ".", "")
+    if not endpoint_raw:
+        raise ConfigError(f"{key}.endpoint", "is required")
+    endpoint = normalize_endpoint(endpoint_raw, f"{key}.endpoint")
+    name = _str(item, "name", key + ".", "") or account_name(endpoint)
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]+", name):
+        raise ConfigError(f"{key}.name", f"must be a simple identifier, got {name!r}")
+    creds = _credentials(item, key, overrides, env)
+    areas = _area_table(item.get("areas"), f"{key}.areas", area_defaults)
+    return AccountConfig(name, endpoint, creds, areas)
+
+
+def _credentials(
+    item: Mapping[str, Any], key: str, overrides: Overrides, env: Mapping[str, str]
+) -> Credentials:
+    p = key + "."
+    token_var = overrides.token_env_var or _str(item, "api_token_env_var", p, DEFAULT_TOKEN_ENV)
+    id_var = overrides.key_id_env_var or _str(item, "api_key_id_env_var", p, DEFAULT_KEY_ID_ENV)
+    secret_var = overrides.key_secret_env_var or _str(
+        item, "api_key_secret_env_var", p, DEFAULT_KEY_SECRET_ENV
+    )
+    secret_file_raw = overrides.key_secret_file or item.get("api_key_secret_file")
+    secret_file = Path(str(secret_file_raw)) if secret_file_raw else None
+    key_id = _str(item, "api_key_id", p, "") or env.get(id_var) or env.get(PROMEX_KEY_ID_ENV)
+    secret_value = env.get(secret_var) or env.get(PROMEX_KEY_SECRET_ENV)
+
+    if key_id and (secret_value or secret_file):
+        if secret_file is not None and not secret_file.is_file():
+            raise ConfigError(f"{p}api_key_secret_file", f"{secret_file} is not a readable file")
+        source = f"api key from ${id_var}" + (
+            f", secret file {secret_file}" if secret_file else f", secret from ${secret_var}"
+        )
+        return Credentials(
+            key_id=key_id,
+            key_secret=None if secret_file else Secret(secret_value or ""),
+            key_secret_file=secret_file,
+            source=source,
+        )
+    token = env.get(token_var)
+    if token:
+        return Credentials(token=Secret(token), source=f"pre-generated token from ${token_var}")
+    if key_id:
+        raise ConfigError(
+            f"{p}api_key_secret_env_var",
+            f"API key id is set but ${secret_var} is empty and no api_key_secret_file is given",
+        )
+    raise ConfigError(
+        f"{p}api_key_id_env_var",
+        f"no credentials: set ${id_var} and ${secret_var}, or ${token_var}",
+    )
+
+
+def _area_table(
+    raw: Any, key: str, defaults: Mapping[str, AreaConfig] | None
+) -> dict[str, AreaConfig]:
+    from exporter.areas import AREAS  # late: areas import config types for their options
+
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(key, "must be a mapping of area name to settings")
+    _check_keys(raw, set(AREAS), key + ".")
+    out: dict[str, AreaConfig] = {}
+    for name, spec in AREAS.items():
+        base = (
+            defaults[name]
+            if defaults
+            else AreaConfig(
+                spec.enabled_by_default,
+                spec.default_interval,
+                {k: o.default for k, o in spec.options.items()},
+            )
+        )
+        settings = raw.get(name) or {}
+        where = f"{key}.{name}"
+        if not isinstance(settings, dict):
+            raise ConfigError(where, "must be a mapping")
+        _check_keys(settings, {"enabled", "interval", *spec.options}, where + ".")
+        enabled = settings.get("enabled", base.enabled)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"{where}.enabled", f"must be true or false, got {enabled!r}")
+        interval = base.interval
+        if "interval" in settings:
+            interval = parse_duration(settings["interval"], f"{where}.interval")
+            if interval < 5:
+                raise ConfigError(f"{where}.interval", "must be at least 5s")
+        options = dict(base.options)
+        for opt_name, opt in spec.options.items():
+            if opt_name in settings:
+                value = settings[opt_name]
+                if not isinstance(value, opt.type) or (
+                    isinstance(value, bool) and opt.type in (int, float)
+                ):
+                    raise ConfigError(f"{where}.{opt_name}", f"wrong type: {opt.help}")
+                options[opt_name] = value
+        out[name] = AreaConfig(enabled, interval, options)
+    return out
+
+
+def _http(raw: Mapping[str, Any]) -> HttpConfig:
+    d = HttpConfig()
+    retries = raw.get("retries", d.retries)
+    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
+        raise ConfigError("http.retries", f"must be a whole number from 0 to 10, got {retries!r}")
+    vals = {
+        k: parse_duration(raw[k], f"http.{k}") if k in raw else getattr(d, k)
+        for k in ("timeout", "poll_timeout", "backoff_base", "backoff_max")
+    }
+    for k, v in vals.items():
+        if v <= 0:
+            raise ConfigError(f"http.{k}", "must be positive")
+    return HttpConfig(retries=retries, **vals)
+
+
+def _section(raw: Mapping[str, Any], name: str, keys: set[str]) -> dict[str, Any]:
+    value = raw.get(name) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(name, "must be a mapping")
+    _check_keys(value, keys, name + ".")
+    return value
+
+
+def _check_keys(raw: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
+    for k in raw:
+        if k not in allowed:
+            raise ConfigError(
+                f"{prefix}{k}", f"unknown key (expected one of: {', '.join(sorted(allowed))})"
+            )
+
+
+def _str(raw: Mapping[str, Any], name: str, prefix: str, default: str) -> str:
+    value = raw.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ConfigError(f"{prefix}{name}", f"must be a string, got {type(value).__name__}")
+    return value
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+
+
+def parse_duration(value: Any, key: str) -> float:
+    """Seconds from a number or a Prometheus-style string: 500ms, 30s, 5m, 1h."""
+    if isinstance(value, bool):
+        raise ConfigError(key, f"must be a duration like 30s or 5m, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    m = _DURATION.match(str(value).strip())
+    if not m:
+        raise ConfigError(key, f"must be a duration like 30s or 5m, got {value!r}")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def normalize_endpoint(value: str, key: str) -> str:
+    """Accept `acme.app.spacelift.io`, `https://acme.app.spacelift.io` or the /graphql URL."""
+    value = value.strip()
+    if "://" not in value:
+        value = "https://" + value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(key, f"not a Spacelift URL or host: {value!r}")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/graphql"):
+        path += "/graphql"
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def account_name(endpoint: str) -> str:
+    """The account label by default: `acme` for acme.app.spacelift.io."""
+    host = urlsplit(endpoint).hostname or "spacelift"
+    if re.fullmatch(r"[\d.]+|localhost|\[.*\]|[0-9a-f:]+", host):
+        return host.replace(":", "_")
+    return host.split(".")[0]
+
+
+def parse_listen(value: str, key: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"must be [host]:port, got {value!r}")
+    return host.strip("[]"), int(port)

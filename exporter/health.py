@@ -1,0 +1,67 @@
+"""Exporter health metrics, derived from the snapshot store at render time."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from exporter import __version__
+from exporter.areas.base import FamilyBuilder, MetricDef, counter, gauge
+from exporter.store import AreaState, Key
+
+UP = gauge(
+    "spacelift_up",
+    "1 if the last request to the account's Spacelift API got a well-formed, authenticated "
+    "answer; 0 if it was unreachable, failing or refused the credentials.",
+)
+POLL_SUCCESS = gauge("spacelift_poll_success", "1 if the area's last poll succeeded.", "area")
+POLL_PERMISSION = gauge(
+    "spacelift_poll_permission_denied",
+    "1 if the area's last poll failed because the API key may not read it (not an outage).",
+    "area",
+)
+POLL_DURATION = gauge(
+    "spacelift_poll_duration_seconds", "How long the area's last poll took.", "area"
+)
+LAST_SUCCESS = gauge(
+    "spacelift_last_successful_poll_timestamp_seconds",
+    "When the area last polled successfully; its metrics are from then.",
+    "area",
+)
+POLLS = counter("spacelift_polls_total", "Polls of the area, successful or not.", "area")
+FAILURES = counter("spacelift_poll_failures_total", "Polls of the area that failed.", "area")
+BUILD_INFO = MetricDef(
+    "spacelift_exporter_build_info",
+    "gauge",
+    "Build of the running spacelift-exporter (value 1).",
+    ("version",),
+)
+
+METRICS = (
+    UP,
+    POLL_SUCCESS,
+    POLL_PERMISSION,
+    POLL_DURATION,
+    LAST_SUCCESS,
+    POLLS,
+    FAILURES,
+    BUILD_INFO,
+)
+
+
+def collect(
+    areas: list[tuple[Key, AreaState]],
+    reachable: Mapping[str, bool | None],
+    out: FamilyBuilder,
+) -> None:
+    out.add(BUILD_INFO, (__version__,), 1)
+    for account, ok in sorted(reachable.items()):
+        out.add(UP, (account,), 1 if ok else 0)
+    for (account, area), st in sorted(areas, key=lambda kv: kv[0]):
+        labels = (account, area)
+        out.add(POLL_SUCCESS, labels, 1 if st.ok else 0)
+        out.add(POLL_PERMISSION, labels, 1 if st.permission_denied else 0)
+        out.add(POLL_DURATION, labels, st.last_duration)
+        if st.last_success is not None:
+            out.add(LAST_SUCCESS, labels, st.last_success)
+        out.add(POLLS, labels, st.polls)
+        out.add(FAILURES, labels, st.failures)

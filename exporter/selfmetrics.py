@@ -1,0 +1,79 @@
+"""The exporter's own instruments: API traffic and token exchanges.
+
+Built on a private registry in ``main`` and injected; nothing is registered at import time.
+Poll health (``spacelift_up``, ``spacelift_poll_*``) is derived from the snapshot store in
+``exporter.health`` instead, so it can never disagree with what ``/metrics`` serves.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from exporter.areas.base import MetricDef
+
+# Upper bounds fit GraphQL calls: most answer in tens of ms, a 50-stack page can take seconds.
+REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+API_REQUESTS = MetricDef(
+    "spacelift_api_requests",
+    "counter",
+    "HTTP requests sent to the Spacelift GraphQL API, by operation and outcome.",
+    ("account", "operation", "outcome"),
+)
+API_REQUEST_DURATION = MetricDef(
+    "spacelift_api_request_duration_seconds",
+    "histogram",
+    "Duration of HTTP requests to the Spacelift GraphQL API.",
+    ("account", "operation"),
+    REQUEST_BUCKETS,
+)
+TOKEN_EXCHANGES = MetricDef(
+    "spacelift_api_token_exchanges",
+    "counter",
+    "Exchanges of the API key for a JWT (apiKeyUser), by outcome.",
+    ("account", "outcome"),
+)
+RATE_LIMITED = MetricDef(
+    "spacelift_api_rate_limited",
+    "counter",
+    "HTTP 429 answers received from the Spacelift API.",
+    ("account",),
+)
+
+METRICS = (API_REQUESTS, API_REQUEST_DURATION, TOKEN_EXCHANGES, RATE_LIMITED)
+
+
+class SelfMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            API_REQUESTS.name, API_REQUESTS.help, API_REQUESTS.labels, registry=registry
+        )
+        self.duration = Histogram(
+            API_REQUEST_DURATION.name,
+            API_REQUEST_DURATION.help,
+            API_REQUEST_DURATION.labels,
+            buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self.exchanges = Counter(
+            TOKEN_EXCHANGES.name, TOKEN_EXCHANGES.help, TOKEN_EXCHANGES.labels, registry=registry
+        )
+        self.rate_limited_total = Counter(
+            RATE_LIMITED.name, RATE_LIMITED.help, RATE_LIMITED.labels, registry=registry
+        )
+
+    def request(self, account: str, operation: str, outcome: str, seconds: float) -> None:
+        self.requests.labels(account, operation, outcome).inc()
+        self.duration.labels(account, operation).observe(seconds)
+
+    def token_exchange(self, account: str, outcome: str) -> None:
+        self.exchanges.labels(account, outcome).inc()
+
+    def rate_limited(self, account: str) -> None:
+        self.rate_limited_total.labels(account).inc()
+
+    def init_account(self, account: str) -> None:
+        """Expose zeroes before the first event, so rate() and alerts see a starting point."""
+        for outcome in ("success", "failure"):
+            self.exchanges.labels(account, outcome)
+        self.rate_limited_total.labels(account)

@@ -1,0 +1,78 @@
+"""The last good snapshot of every (account, area), and how its polls went.
+
+Each record replaces the area's ``AreaState`` whole (atomic swap under a lock); readers get
+immutable objects, so a render never sees half an update.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from typing import Any
+
+Key = tuple[str, str]  # (account, area)
+
+
+@dataclass(frozen=True)
+class AreaState:
+    snapshot: Any = None  # last good snapshot; kept when a poll fails
+    polled: bool = False  # at least one poll finished
+    ok: bool = False  # the last poll succeeded
+    error: str | None = None  # the last poll's failure, None after a success
+    error_kind: str | None = None  # SpaceliftError.kind: "permission" is not an outage
+    last_success: float | None = None  # unix time
+    last_duration: float = 0.0
+    polls: int = 0
+    failures: int = 0
+
+    @property
+    def permission_denied(self) -> bool:
+        return not self.ok and self.error_kind == "permission"
+
+    @property
+    def settled(self) -> bool:
+        """Succeeded once, or was refused for lack of permission (an answer that stands)."""
+        return self.last_success is not None or self.permission_denied
+
+
+class Store:
+    def __init__(self, keys: list[Key]) -> None:
+        self._lock = threading.Lock()
+        self._areas: dict[Key, AreaState] = {k: AreaState() for k in keys}
+
+    def success(self, key: Key, snapshot: Any, at: float, duration: float) -> None:
+        with self._lock:
+            old = self._areas[key]
+            self._areas[key] = replace(
+                old,
+                snapshot=snapshot,
+                polled=True,
+                ok=True,
+                error=None,
+                error_kind=None,
+                last_success=at,
+                last_duration=duration,
+                polls=old.polls + 1,
+            )
+
+    def failure(self, key: Key, error: str, kind: str, duration: float) -> None:
+        with self._lock:
+            old = self._areas[key]
+            self._areas[key] = replace(
+                old,
+                polled=True,
+                ok=False,
+                error=error,
+                error_kind=kind,
+                last_duration=duration,
+                polls=old.polls + 1,
+                failures=old.failures + 1,
+            )
+
+    def get(self, key: Key) -> AreaState:
+        with self._lock:
+            return self._areas[key]
+
+    def items(self) -> list[tuple[Key, AreaState]]:
+        with self._lock:
+            return list(self._areas.items())

@@ -1,0 +1,118 @@
+"""The HTTP endpoint: /, the metrics path, /healthz and /readyz. Scrapes only read bytes."""
+
+from __future__ import annotations
+
+import gzip
+import html
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from exporter import __version__
+from exporter.app import App
+
+log = logging.getLogger(__name__)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Server
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._route(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._route(send_body=False)
+
+    def _route(self, send_body: bool) -> None:
+        app = self.server.app
+        path = self.path.split("?", 1)[0]
+        if path == app.config.telemetry_path:
+            body, ctype = app.exposition.render(self.headers.get("Accept"))
+            gz = "gzip" in (self.headers.get("Accept-Encoding") or "")
+            self._send(200, gzip.compress(body, 1) if gz else body, ctype, send_body, gz)
+        elif path == "/healthz":
+            self._send(200, b"ok\n", "text/plain; charset=utf-8", send_body)
+        elif path == "/readyz":
+            pending = [f"{a}/{r}" for (a, r), st in app.store.items() if not st.settled]
+            if pending:
+                body = ("waiting for a first successful poll of: " + ", ".join(pending)).encode()
+                self._send(503, body + b"\n", "text/plain; charset=utf-8", send_body)
+            else:
+                self._send(200, b"ready\n", "text/plain; charset=utf-8", send_body)
+        elif path == "/":
+            self._send(200, landing_page(app).encode(), "text/html; charset=utf-8", send_body)
+        else:
+            self._send(404, b"not found\n", "text/plain; charset=utf-8", send_body)
+
+    def do_POST(self) -> None:
+        self._send(405, b"method not allowed\n", "text/plain; charset=utf-8", True)
+
+    def _send(
+        self, status: int, body: bytes, ctype: str, send_body: bool, gzipped: bool = False
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
+        if status == 405:
+            self.send_header("Allow", "GET, HEAD")
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("http " + format % args)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], app: App) -> None:
+        self.app = app
+        super().__init__(address, Handler)
+
+
+def serve(app: App, host: str, port: int) -> tuple[Server, threading.Thread]:
+    server = Server((host, port), app)
+    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def landing_page(app: App) -> str:
+    rows = []
+    for (account, area), st in app.store.items():
+        if st.ok:
+            status = "ok"
+        elif not st.polled:
+            status = "not polled yet"
+        elif st.permission_denied:
+            status = "permission denied (serving nothing for this area)"
+        else:
+            status = "failing, serving the last good data"
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(v))}</td>"
+                for v in (account, area, status, st.error or "", st.polls, st.failures)
+            )
+            + "</tr>"
+        )
+    path = html.escape(app.config.telemetry_path)
+    return f"""<!doctype html>
+<html><head><title>Spacelift exporter</title></head>
+<body>
+<h1>Spacelift exporter</h1>
+<p>Version {html.escape(__version__)}</p>
+<ul><li><a href="{path}">Metrics</a></li><li><a href="/healthz">Health</a></li>
+<li><a href="/readyz">Readiness</a></li></ul>
+<h2>Polls</h2>
+<table border="1" cellpadding="4">
+<tr><th>Account</th><th>Area</th><th>Status</th><th>Last error</th><th>Polls</th>
+<th>Failures</th></tr>
+{"".join(rows)}
+</table>
+</body></html>
+"""
