@@ -49,3 +49,9 @@ def test_schema_copy_matches_shared_reference() -> None:
 def test_anything_but_queries_and_the_exchange_is_refused(document: str) -> None:
     with pytest.raises(ReadOnlyViolation):
         inspect(document)
+
+
+def test_readme_reference_tables_are_current() -> None:
+    from exporter import docgen
+
+    assert docgen.main(["--check"]) == 0, "run: python -m exporter.docgen"
