@@ -421,7 +421,8 @@ def _default_for(info: GraphQLResolveInfo) -> Any:
             if isinstance(inner, GraphQLList):
                 value = []
             else:
-                value = {"Boolean": False, "Int": 0, "Float": 0.0, "String": "", "ID": ""}.get(getattr(inner, "name", ""))
+                zero = {"Boolean": False, "Int": 0, "Float": 0.0, "String": "", "ID": ""}
+                value = zero.get(getattr(inner, "name", ""))
         _DEFAULTS[key] = value
     v = _DEFAULTS[key]
     return [] if isinstance(v, list) else v

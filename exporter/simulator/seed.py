@@ -79,14 +79,13 @@ CUSTOM_ROLES = [
     ("auditor", "Auditor", ["SPACE_READ", "STACK_STATE_READ"]),
     ("platform-ops", "Platform ops", ["STACK_MANAGE", "STACK_LOCK", "STACK_UNLOCK"]),
 ]
-# (path of states, relative seconds) used for seeded past runs
+# State paths of the seeded past runs.
+_START = ["QUEUED", "READY", "PREPARING", "INITIALIZING", "PLANNING"]
 PAST_PATHS = {
-    "FINISHED": ["QUEUED", "READY", "PREPARING", "INITIALIZING", "PLANNING", "UNCONFIRMED"]
-    + ["CONFIRMED", "PREPARING_APPLY", "APPLYING", "FINISHED"],
-    "FAILED": ["QUEUED", "READY", "PREPARING", "INITIALIZING", "PLANNING", "FAILED"],
-    "DISCARDED": ["QUEUED", "READY", "PREPARING", "INITIALIZING", "PLANNING", "UNCONFIRMED"]
-    + ["DISCARDED"],
-    "PROPOSED": ["QUEUED", "READY", "PREPARING", "INITIALIZING", "PLANNING", "FINISHED"],
+    "FINISHED": [*_START, "UNCONFIRMED", "CONFIRMED", "PREPARING_APPLY", "APPLYING", "FINISHED"],
+    "FAILED": [*_START, "FAILED"],
+    "DISCARDED": [*_START, "UNCONFIRMED", "DISCARDED"],
+    "PROPOSED": [*_START, "FINISHED"],
 }
 
 
@@ -121,7 +120,7 @@ def populate(world: Any) -> None:
         )
         for j in range(cfg.workers_per_pool):
             created = int(now) - rng.randint(600, 86400)
-            meta = {"asg_id": f"{pool.name}-asg", "instance_id": "i-%012x" % rng.getrandbits(48)}
+            meta = {"asg_id": f"{pool.name}-asg", "instance_id": f"i-{rng.getrandbits(48):012x}"}
             pool.workers.append(
                 Worker(
                     id=ulid(created, rng),
@@ -195,7 +194,7 @@ def _seed_past_runs(world: Any, rng: random.Random, stack: Stack) -> None:
             outcome = "FAILED" if roll < 0.33 else "DISCARDED" if roll < 0.37 else "FINISHED"
         created = int(t)
         commit = {
-            "hash": "%040x" % rng.getrandbits(160),
+            "hash": f"{rng.getrandbits(160):040x}",
             "timestamp": created - rng.randint(30, 3600),
             "authorName": rng.choice(["Alice Doe", "Bob Roe", "Carol Poe"]),
             "message": "update infrastructure",

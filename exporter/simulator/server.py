@@ -172,7 +172,7 @@ class Simulator:
         self._httpd = ThreadingHTTPServer((self.host, self._port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="spacelift-sim", daemon=True
+            target=self._httpd.serve_forever, args=(0.05,), name="spacelift-sim", daemon=True
         )
         self._thread.start()
         return self

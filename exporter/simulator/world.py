@@ -164,7 +164,7 @@ class World:
     def _new_commit(self, stack: Stack, ts: float) -> dict[str, Any]:
         rng = self.rng
         return {
-            "hash": "%040x" % rng.getrandbits(160),
+            "hash": f"{rng.getrandbits(160):040x}",
             "timestamp": int(ts - rng.uniform(30, 3600)),
             "authorName": rng.choice(["Alice Doe", "Bob Roe", "Carol Poe", "Dan Moe"]),
             "authorLogin": None,
@@ -211,9 +211,9 @@ class World:
         if run_type == "PROPOSED" and not drift:
             # a newer push supersedes proposed runs that have not started yet
             for old in list(self.waiting.values()):
-                if old.stack_id == stack.id and old.type == "PROPOSED" and not old.driftDetection:
-                    if old.state in ("QUEUED", "READY"):
-                        self._set_state(old, "STOPPED", note="superseded by a newer push")
+                same = old.stack_id == stack.id and old.type == "PROPOSED"
+                if same and not old.driftDetection and old.state in ("QUEUED", "READY"):
+                    self._set_state(old, "STOPPED", note="superseded by a newer push")
         run.updatedAt = int(now)
         self._record(run, "QUEUED")
         stack.runs.insert(0, run)
