@@ -99,6 +99,29 @@ class WorkerPool:
     driftDetectionRunLimit: int | None = None
     managedByK8sController: bool = False
     deleted: bool = False
+    world: Any = field(default=None, repr=False, compare=False)  # for the derived counters
+
+    # Derived counters, identical to what the GraphQL fields answer (see World.pool_runs).
+    @property
+    def busyWorkers(self) -> int:
+        return sum(1 for w in self.workers if w.busy)
+
+    @property
+    def workersCount(self) -> int:
+        return len(self.workers)
+
+    @property
+    def pendingRuns(self) -> int:
+        return len(self.world.pool_runs(self.id)[1])
+
+    @property
+    def schedulableRunsCount(self) -> int:
+        running, pending = self.world.pool_runs(self.id)
+        return len(running) + len(pending)
+
+    @property
+    def usersCount(self) -> int:
+        return sum(1 for s in self.world.stacks.values() if s.worker_pool == self.id)
 
 
 @dataclass
@@ -106,6 +129,24 @@ class PublicPool:
     parallelism: int = 10
     busy: int = 0  # slots in use
     intentProjectsCount: int = 0
+    world: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def busyWorkers(self) -> int:
+        return self.busy
+
+    @property
+    def pendingRuns(self) -> int:
+        return len(self.world.pool_runs(None)[1])
+
+    @property
+    def schedulableRunsCount(self) -> int:
+        running, pending = self.world.pool_runs(None)
+        return len(running) + len(pending)
+
+    @property
+    def usersCount(self) -> int:
+        return sum(1 for s in self.world.stacks.values() if s.worker_pool is None)
 
 
 @dataclass

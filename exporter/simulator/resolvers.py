@@ -343,16 +343,7 @@ RESOLVERS: dict[tuple[str, str], Any] = {
     ("Run", "expired"): lambda r, i: False,
     ("Run", "logs"): lambda r, i, **_: None,
     ("WorkerPool", "spaceDetails"): lambda p, i: i.context.world.spaces.get(p.space),
-    ("WorkerPool", "pendingRuns"): lambda p, i: len(i.context.world.pool_runs(p.id)[1]),
-    ("WorkerPool", "busyWorkers"): lambda p, i: sum(1 for w in p.workers if w.busy),
-    ("WorkerPool", "workersCount"): lambda p, i: len(p.workers),
-    ("WorkerPool", "schedulableRunsCount"): lambda p, i: _sched_count(i, p.id),
-    ("WorkerPool", "usersCount"): lambda p, i: _users(i, p.id),
     ("WorkerPool", "searchSchedulableRuns"): lambda p, i, input: _queue(i, p.id, input),
-    ("PublicWorkerPool", "busyWorkers"): lambda p, i: p.busy,
-    ("PublicWorkerPool", "pendingRuns"): lambda p, i: len(i.context.world.pool_runs(None)[1]),
-    ("PublicWorkerPool", "schedulableRunsCount"): lambda p, i: _sched_count(i, None),
-    ("PublicWorkerPool", "usersCount"): lambda p, i: _users(i, None),
     ("PublicWorkerPool", "searchSchedulableRuns"): lambda p, i, input: _queue(i, None, input),
     ("ApiKey", "teamCount"): lambda k, i: len(k.teams),
     ("ApiKey", "spaceCount"): lambda k, i: len({b["spaceID"] for b in k.apiKeyRoleBindings}),
@@ -369,15 +360,6 @@ RESOLVERS: dict[tuple[str, str], Any] = {
 def _most_recent(run: Run, info: GraphQLResolveInfo) -> bool:
     st = info.context.world.stacks.get(run.stack_id)
     return bool(st and st.runs and st.runs[0] is run)
-
-
-def _users(info: GraphQLResolveInfo, pool_id: str | None) -> int:
-    return sum(1 for s in info.context.world.stacks.values() if s.worker_pool == pool_id)
-
-
-def _sched_count(info: GraphQLResolveInfo, pool_id: str | None) -> int:
-    running, pending = info.context.world.pool_runs(pool_id)
-    return len(running) + len(pending)
 
 
 def _queue(info: GraphQLResolveInfo, pool_id: str | None, input: dict[str, Any]) -> Any:

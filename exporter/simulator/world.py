@@ -7,6 +7,7 @@ mutations), so the same config plus the same sequence of clock times gives the s
 
 from __future__ import annotations
 
+import gc
 import heapq
 import random
 import threading
@@ -79,7 +80,7 @@ class World:
         self.stacks: dict[str, Stack] = {}
         self.runs: dict[str, Run] = {}
         self.pools: dict[str, Any] = {}
-        self.public_pool = PublicPool(parallelism=self.config.public_parallelism)
+        self.public_pool = PublicPool(parallelism=self.config.public_parallelism, world=self)
         self.api_keys: dict[str, ApiKey] = {}
         self.roles: dict[str, Any] = {}
         self.users: dict[str, Any] = {}
@@ -99,7 +100,14 @@ class World:
         self.usage = Usage(self)
         self.seats = Seats(self)
         self.metrics = Metrics(self)
-        populate(self)
+        # the build allocates many small objects; cyclic GC passes only slow it down
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            populate(self)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         if self.config.activity > 0:
             self._schedule_arrival(self._build_rng_next_arrival())
 

@@ -212,6 +212,7 @@ def test_run_waits_for_workers_of_an_empty_pool(client: Client, world: World) ->
     pool = client.q(POOL, {"id": pool_id})["data"]["workerPool"]
     assert pool["pendingRuns"] == 1 and pool["workersCount"] == 0
     assert pool["schedulableRunsCount"] == 1
+    assert world.pools[pool_id].pendingRuns == 1  # the same counters, read directly
     nodes = [e["node"] for e in pool["searchSchedulableRuns"]["edges"]]
     assert nodes == [{"stackId": sid, "position": 1, "run": {"id": run.id, "state": "READY"}}]
 
@@ -272,6 +273,7 @@ def test_public_pool_and_account_fields(client: Client, world: World) -> None:
     data = client.q(q, op="A")["data"]
     pp = data["publicWorkerPool"]
     assert pp["pendingRuns"] == 1 and pp["schedulableRunsCount"] == 1
+    assert world.public_pool.pendingRuns == 1 and world.public_pool.busyWorkers == 0
     assert pp["searchSchedulableRuns"]["edges"][0]["node"]["run"]["id"] == run.id
     assert data["usage"]["billingPeriodStart"] < world.now() < data["usage"]["billingPeriodEnd"]
     counts = {d["labels"][0]: d["value"] for d in data["metrics"]["stacksCountByState"]}
