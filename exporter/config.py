@@ -412,6 +412,10 @@ def normalize_endpoint(value: str, key: str) -> str:
     if "://" not in value:
         value = "https://" + value
     parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        raise ConfigError(key, f"not a Spacelift URL or host: {value!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(key, f"not a Spacelift URL or host: {value!r}")
     path = parts.path.rstrip("/")
