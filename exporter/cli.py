@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # `_created` series double every counter's series count and no dashboard uses them.
-    prometheus_client.disable_created_metrics()
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     overrides = config.Overrides(
         **{k: v for k, v in vars(args).items() if k != "command" and v is not None}
     )
