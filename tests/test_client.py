@@ -44,7 +44,9 @@ def client_for(
     account = make_config(sim).accounts[0]
     if credentials is not None:
         account = replace(account, credentials=credentials)
-    return SpaceliftClient(account, http, clock=clock.now, sleep=sleeps or Sleeps())
+    return SpaceliftClient(
+        account, http, clock=clock.now, sleep=sleeps if sleeps is not None else Sleeps()
+    )
 
 
 def pools(client: SpaceliftClient) -> list[object]:
