@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
@@ -80,6 +81,16 @@ class Faults:
 
     def drop_connection(self, operation: str | None = None, times: int | None = 1) -> None:
         self._add("drop", operation, times)
+
+    def rewrite(
+        self,
+        fn: Callable[[dict[str, Any]], dict[str, Any]],
+        operation: str | None = None,
+        times: int | None = None,
+    ) -> None:
+        """Pass the executed answer through `fn` before sending it (fields the API adds on its
+        own, such as a `secret` nobody selected)."""
+        self._add("rewrite", operation, times, fn=fn)
 
     def clear(self) -> None:
         with self._lock:
@@ -391,7 +402,11 @@ class _Handler(BaseHTTPRequestHandler):
                 operation_name=name,
                 field_resolver=field_resolver,
             )
-        self._json(200, result.formatted)
+        payload = result.formatted
+        f = faults.take("rewrite", name)
+        if f:
+            payload = f["fn"](payload)
+        self._json(200, payload)
         return 200
 
     def _rate_limited(self, retry_after: int) -> None:
