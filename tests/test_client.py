@@ -187,3 +187,18 @@ def test_machine_session_gate_is_a_permission_gap(sim: Simulator, clock: SimCloc
     sim.gate_fields({"usage"})
     with pytest.raises(PermissionDeniedError, match="not available for machine sessions"):
         client.query("query SpaceliftExporterUsage { usage { usedSeats } }").require("usage")
+
+
+def test_permission_refusal_is_not_retried_again_with_the_same_token(
+    sim: Simulator, clock: SimClock
+) -> None:
+    client = client_for(sim, clock)
+    sim.admin = False
+    usage = "query SpaceliftExporterUsage { usage { usedSeats } }"
+    for _ in range(3):
+        with pytest.raises(PermissionDeniedError):
+            client.query(usage).require("usage")
+    # one re-exchange to rule out a stale token, then the refusal is taken as final
+    assert sim.requests[EXCHANGE] == 2
+    assert sim.requests["SpaceliftExporterUsage"] == 4
+    assert len(pools(client)) == 2  # the same token still serves what the key may read

@@ -15,7 +15,7 @@ from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.registry import Collector
 
 from exporter.simulator import SimClock, Simulator, World, WorldConfig
-from tests.support.processes import ROOT, ExporterProcess, need
+from tests.support.processes import ROOT, ExporterProcess, PrometheusProcess, need
 
 SECRET = "process-test-secret-7f3a"
 KEY_ID = "01HXSIMKEY0000000000000000"
@@ -149,3 +149,14 @@ def test_once_exits_non_zero_when_an_area_fails(live_sim: Simulator) -> None:
     assert proc.returncode == 1
     assert "usage" in proc.stderr
     assert "spacelift_worker_pool_workers{" in proc.stdout  # the rest still printed
+
+
+def test_a_real_prometheus_scrapes_it(exporter: ExporterProcess) -> None:
+    target = exporter.url.removeprefix("http://")
+    with PrometheusProcess([target]) as prom:
+        prom.wait_for('up{job="spacelift"} == 1')
+        prom.wait_for('spacelift_up{account="sim"} == 1')
+        pools = prom.wait_for("spacelift_worker_pool_workers")
+        assert {p["metric"]["account"] for p in pools} == {"sim"}
+        targets = httpx.get(prom.url + "/api/v1/targets").json()["data"]["activeTargets"]
+        assert [t["lastError"] for t in targets] == [""]
