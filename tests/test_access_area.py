@@ -51,7 +51,9 @@ def truth(world: World, per_key: bool = True) -> Samples:
             add(
                 "spacelift_api_keys", kinds[(key_type, admin)], key_type=key_type, admin=flag[admin]
             )
-    bindings: Counter[tuple[str, str, str]] = Counter()
+    bindings: Counter[tuple[str, str, str]] = Counter(
+        {("space-admin", "root", "direct"): 0, ("space-admin", "root", "idp_group"): 0}
+    )
     for k in keys:
         direct = [(b["role"].slug, b["spaceID"], "direct") for b in k.apiKeyRoleBindings]
         inherited = {(r, s, "idp_group") for t in k.teams for r, s in group_access.get(t, ())}

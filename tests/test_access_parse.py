@@ -405,3 +405,12 @@ def test_poll_other_failures_fail_the_whole_poll() -> None:
     answers[RLS] = _ok(RLS, {"roles": [{"slug": 1}]})
     with pytest.raises(MalformedResponseError):
         _poll(answers)
+
+
+def test_space_admin_on_root_is_always_present() -> None:
+    ids = access.parse_identities(_identities(apiKeys=[_key()], managedUserGroups=[]))
+    s = _samples(access.Snapshot(identities=ids))
+    b = "spacelift_api_key_role_bindings"
+    assert _get(s, b, role="space-admin", space="root", via="direct") == 0
+    assert _get(s, b, role="space-admin", space="root", via="idp_group") == 0
+    assert len([k for k in s if k[0] == b]) == 2

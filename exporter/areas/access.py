@@ -229,6 +229,11 @@ class Snapshot:
     seats: tuple[Seat, ...] | None = None
 
 
+ALWAYS_SHOWN = (
+    Binding("space-admin", "root", "direct"),
+    Binding("space-admin", "root", "idp_group"),
+)
+
 # -- parsers (pure) --------------------------------------------------------------------------
 
 
@@ -386,13 +391,17 @@ class Poller:
             kinds: Counter[tuple[str, bool]] = Counter(
                 {(t, adm): 0 for t in KEY_TYPES for adm in (False, True)}
             )
-            bindings: Counter[Binding] = Counter()
+            # The headline pair is always present, 0 included, so "the first key to get
+            # space-admin on root" is a change of value an alert can see, not a new series.
+            bindings: Counter[Binding] = Counter({b: 0 for b in ALWAYS_SHOWN})
             for key in ids.keys:
                 kinds[(key.type, key.admin)] += 1
                 bindings.update(key.bindings)
             for (key_type, admin), n in sorted(kinds.items()):
                 out.add(API_KEYS, (a, key_type, _flag(admin)), n)
-            for b, n in sorted(bindings.items(), key=lambda kv: (kv[0].role, kv[0].space)):
+            for b, n in sorted(
+                bindings.items(), key=lambda kv: (kv[0].role, kv[0].space, kv[0].via)
+            ):
                 out.add(KEY_BINDINGS, (a, b.role, b.space, b.via), n)
             if self.per_key:
                 for key in ids.keys:
