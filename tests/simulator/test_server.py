@@ -201,3 +201,36 @@ def test_get_root_and_stop_frees_port(world) -> None:
         httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
     again = Simulator(world, port=port).start()  # the port is free again
     again.stop()
+
+
+def test_stop_ends_keep_alive_connections(world) -> None:
+    sim = Simulator(world).start()
+    c = Client(sim)
+    c.login()
+    assert c.post(VIEWER).status_code == 200  # the connection is now pooled
+    sim.stop()
+    with pytest.raises(httpx.TransportError):
+        c.post(VIEWER)
+
+
+def test_cli_prints_endpoint_and_serves() -> None:
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter.simulator", "--port", "0", "--stacks", "20"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "http://127.0.0.1:" in line and KEY_ID in line
+        url = line.split()[3]
+        r = httpx.post(
+            url, json={"query": EXCHANGE, "variables": {"id": KEY_ID, "secret": "sim-secret"}}
+        )
+        assert r.json()["data"]["apiKeyUser"]["jwt"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
