@@ -379,3 +379,23 @@ def test_demo_simulator_serves_scenarios() -> None:
         assert c.q("query V { viewer { id } }")["data"]["viewer"]
     finally:
         sim.stop()
+
+
+def test_search_stacks_paging_survives_deletes_and_orders(client: Client, world: World) -> None:
+    def page(after, order):
+        inp = {"first": 10, "after": after, "orderBy": order}
+        return client.q(SEARCH, {"input": inp})["data"]["searchStacks"]
+
+    order = {"field": "createdAt", "direction": "DESC"}
+    first = page(None, order)
+    ids = [e["node"]["id"] for e in first["edges"]]
+    created = [world.stacks[i].createdAt for i in ids]
+    assert created == sorted(created, reverse=True)
+    world.delete_stack(ids[-1])  # the cursor's own stack disappears
+    rest, after = [], first["pageInfo"]["endCursor"]
+    while after:
+        data = page(after, order)
+        rest += [e["node"]["id"] for e in data["edges"]]
+        after = data["pageInfo"]["endCursor"] if data["pageInfo"]["hasNextPage"] else None
+    assert len(ids) - 1 + len(rest) == len(world.stacks)
+    assert not set(ids) & set(rest)
