@@ -48,7 +48,8 @@ class WorldMutations:
             run = self.runs[run_id]
             run.needsApproval = False
             run.history[-1]["note"] = "approved"
-            self._schedule()
+            self._try_promote(run)
+            self._flush()
 
     def confirm(self, run_id: str) -> None:
         with self.lock:

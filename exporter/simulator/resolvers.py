@@ -14,7 +14,7 @@ from typing import Any
 
 from graphql import GraphQLError, GraphQLList, GraphQLNonNull, GraphQLResolveInfo
 
-from .model import ON_WORKER, TERMINAL, Run, Stack
+from .model import BLOCKING_TYPES, ON_WORKER, TERMINAL, Run, Stack
 
 MISSING = object()
 UNAUTHORIZED = "unauthorized"
@@ -280,14 +280,14 @@ def s_run(st: Stack, info: GraphQLResolveInfo, id: str) -> Any:
 
 
 def s_blocker(st: Stack, info: GraphQLResolveInfo) -> Any:
-    w = info.context.world
-    holder = w.runs.get(st.lock_holder) if st.lock_holder else None
-    waiting = any(
-        r.state == "QUEUED" and r.id != st.lock_holder
-        for r in w.waiting.values()
-        if r.stack_id == st.id
+    """The run holding the stack's run lock, while another blocking run queues behind it."""
+    holder = info.context.world.runs.get(st.lock_holder) if st.lock_holder else None
+    if holder is None:
+        return None
+    queued = any(
+        r.state == "QUEUED" and r.type in BLOCKING_TYPES and r is not holder for r in st.runs
     )
-    return holder if holder is not None and waiting else None
+    return holder if queued else None
 
 
 def s_drift(st: Stack, info: GraphQLResolveInfo) -> Any:
