@@ -234,3 +234,23 @@ def test_cli_prints_endpoint_and_serves() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def test_short_ttl_and_401_for_expired_token(sim: Simulator) -> None:
+    sim.token_ttl = 30
+    c = Client(sim)
+    user = c.login()
+    assert user["validUntil"] == int(sim.world.clock.now()) + 30
+    sim.unauthorized_http_401 = True
+    assert c.post(VIEWER).status_code == 200
+    sim.world.advance(30)
+    assert c.post(VIEWER).status_code == 401
+
+
+def test_syntax_error_and_bad_variables(client: Client) -> None:
+    body = client.q("query { stacks { id ")
+    assert "data" not in body and body["errors"]
+    body = client.q("query S($id: ID!) { stack(id: $id) { id } }", {})
+    assert body["data"] is None and "$id" in body["errors"][0]["message"]
+    r = client.http.post(client.sim.url, content=b"not json")
+    assert r.status_code == 400

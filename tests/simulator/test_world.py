@@ -399,3 +399,33 @@ def test_search_stacks_paging_survives_deletes_and_orders(client: Client, world:
         after = data["pageInfo"]["endCursor"] if data["pageInfo"]["hasNextPage"] else None
     assert len(ids) - 1 + len(rest) == len(world.stacks)
     assert not set(ids) & set(rest)
+
+
+def test_proposed_runs_tasks_and_single_run_lookups(client: Client, world: World) -> None:
+    sid = _stack_on_pool(world)
+    proposed = world.trigger_run(sid, "PROPOSED")
+    world.finish_run(proposed.id)
+    task = world.trigger_run(sid, "TASK")
+    q = """query L($id: ID!, $run: ID!) { stack(id: $id) {
+      proposedRuns { id type } tasks { id type } runs { id type } run(id: $run) { id stackId }
+    } runStack(runId: $run) { id } }"""
+    data = client.q(q, {"id": sid, "run": task.id})["data"]
+    st = data["stack"]
+    assert st["proposedRuns"][0] == {"id": proposed.id, "type": "PROPOSED"}
+    assert st["tasks"][0] == {"id": task.id, "type": "TASK"}
+    assert st["runs"][0]["id"] == task.id
+    assert all(r["type"] != "PROPOSED" for r in st["runs"])
+    assert st["run"] == {"id": task.id, "stackId": sid}
+    assert data["runStack"] == {"id": sid}
+    assert client.q(RUNS, {"id": sid, "before": "01NOTARUNID0000000000000000"})["data"][
+        "stack"
+    ] == {"runs": []}
+
+
+def test_newer_push_stops_pending_proposed_run(world: World) -> None:
+    sid = _stack_on_pool(world)
+    world.set_workers(world.stacks[sid].worker_pool, 0)
+    old = world.trigger_run(sid, "PROPOSED")
+    new = world.trigger_run(sid, "PROPOSED")
+    assert old.state == "STOPPED" and new.state == "QUEUED"
+    assert old.history[-1]["note"] == "superseded by a newer push"
