@@ -245,6 +245,8 @@ class Simulator:
             )
         )
         with self._acct:
+            if len(self._tokens) > 1000:  # forget long-expired tokens
+                self._tokens = {t: e for t, e in self._tokens.items() if e > now}
             self._tokens[jwt] = exp
         return jwt
 
