@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -144,6 +144,26 @@ class AreaContext:
     options: Mapping[str, Any]
     state: Any = None  # area-owned persistent state (the run ledger), restored by the app
     clock: Callable[[], float] = time.time  # "now" for ages and baselines (tests inject one)
+
+
+class DocumentPoller:
+    """Poller of an area answered by one query document under one root field.
+
+    Subclasses set ``document`` and ``root`` and provide ``parse(data)`` and ``collect``.
+    """
+
+    document: ClassVar[str]
+    root: ClassVar[str]
+
+    def __init__(self, ctx: AreaContext) -> None:
+        self.account = ctx.account
+        self.options = ctx.options
+
+    def poll(self, client: SpaceliftClient) -> Any:
+        return self.parse(client.query(self.document).require(self.root))
+
+    def parse(self, data: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
