@@ -448,3 +448,37 @@ def test_exposition_passes_promtool(sim: Simulator, tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip() == b"" and out.stderr.strip() == b"", out.stdout + out.stderr
+
+
+def test_a_failed_batch_fails_the_poll_and_nothing_is_lost(sim: Simulator) -> None:
+    world = sim.world
+    app = make_app(sim)
+    t0 = world.clock.now()
+    assert app.poll_all()
+    run_to_end(world, world.trigger_run(_stack_on(world), "TRACKED"))
+    sim.faults.field_error("stack", "internal error", times=1)
+    assert not app.poll_all()
+    assert _finished(app) == {}
+    assert app.poll_all()
+    assert _finished(app) == truth_finished(world, t0)
+    assert sum(_finished(app).values()) == 1
+
+
+def test_public_pool_refused_to_machine_sessions_still_counts(sim: Simulator) -> None:
+    world = sim.world
+    sim.gate_fields({"publicWorkerPool"})
+    app = make_app(sim)
+    t0 = world.clock.now()
+    assert app.poll_all()
+    runs_ = [world.trigger_run(_stack_on(world, private=p), "TRACKED") for p in (True, False)]
+    world.advance(20)
+    assert app.poll_all()
+    assert scrape(app)["spacelift_runs"] == truth_active(world)
+    for r in runs_:
+        run_to_end(world, r)
+    sim.reset_counts()
+    assert app.poll_all()
+    assert sim.requests["SpaceliftExporterRunQueuesPrivate"] == 1
+    assert sim.requests["SpaceliftExporterRunQueues"] == 0  # refused once, not asked again
+    assert _finished(app) == truth_finished(world, t0)
+    assert sum(_finished(app).values()) == 2
