@@ -98,6 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"spacelift-exporter: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
+        from exporter.webconfig import WebAuth
+
+        try:
+            WebAuth(cfg.web_config_file)
+        except config.ConfigError as exc:
+            print(f"spacelift-exporter: web config error: {exc}", file=sys.stderr)
+            return 2
         print(json.dumps(cfg.redacted(), indent=2, default=str))
         return 0
     logsetup.setup(cfg.log_level, cfg.log_format)
