@@ -459,8 +459,9 @@ def rules() -> list[Group]:
                 "warning",
                 "A Spacelift API key expires within 7 days.",
                 f"{key} "
-                "{{ if gt $value 0.0 }}expires in {{ $value | humanizeDuration }}"
-                "{{ else }}has expired{{ end }}. Whatever uses it stops working then.",
+                "{{ if gt $value 0.0 }}expires in {{ $value | humanizeDuration }}; whatever uses "
+                "it stops working then{{ else }}has expired; whatever used it no longer works"
+                "{{ end }}.",
                 ACCESS,
             ),
             Rule(
