@@ -358,3 +358,45 @@ def test_alertmanager_example_is_valid_and_routes_by_severity() -> None:
         m.split("=")[1].strip().strip('"') for r in spacelift_route["routes"] for m in r["matchers"]
     }
     assert severities <= routed
+
+
+def runbook_queries() -> list[str]:
+    """The PromQL of the runbooks' ```promql blocks, one query per line (a line starting with
+    an operator continues the previous query; # starts a comment)."""
+    queries: list[str] = []
+    for block in re.findall(r"```promql\n(.*?)```", RUNBOOKS.read_text(), re.S):
+        for line in block.splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if queries and re.match(r"^(/|==|>|<|\*|\+|-|or\b|and\b|unless\b)", line):
+                queries[-1] += " " + line
+            else:
+                queries.append(line)
+    return queries
+
+
+def test_runbook_queries_parse(tmp_path: Path) -> None:
+    """Every query a runbook tells the on-call to run is valid PromQL (checked by promtool as
+    recording rules) and uses only metrics the exporter emits or will emit."""
+    queries = runbook_queries()
+    assert len(queries) >= len(alert_names())
+    doc = {
+        "groups": [
+            {
+                "name": "runbook-queries",
+                "rules": [
+                    {"record": f"runbook:query_{i}", "expr": q} for i, q in enumerate(queries)
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "runbook-queries.yml"
+    path.write_text(yaml.safe_dump(doc))
+    out = subprocess.run(
+        [need("promtool"), "check", "rules", str(path)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    known = set(emitted()) | set(PENDING) | set(PROMETHEUS_METRICS)
+    for q in queries:
+        assert metrics_in(q) <= known, (q, metrics_in(q) - known)
