@@ -38,6 +38,7 @@ STACKS = "spacelift-stacks"
 ACCESS = "spacelift-access"
 
 DAY = 86400
+PLURAL = "{{ if ne $value 1.0 }}s{{ end }}"  # "1 run", "2 runs"
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ def rules() -> list[Group]:
                 "10m",
                 "critical",
                 "Runs are waiting on a private worker pool that has no usable worker.",
-                f"{pool} has {{{{ $value }}}} runs waiting and no worker that can take them "
+                f"{pool} has {{{{ $value }}}} run{PLURAL} waiting and no worker that can take them "
                 "(none registered, or all drained) for 10 minutes. Runs on its stacks are blocked.",
                 POOLS,
             ),
@@ -241,7 +242,7 @@ def rules() -> list[Group]:
                 "A private worker pool has had every usable worker busy and runs waiting for 30 "
                 "minutes.",
                 f"{pool} has had no idle worker and runs waiting for 30 minutes; "
-                "{{ $value }} runs are waiting now.",
+                f"{{{{ $value }}}} run{PLURAL} waiting now.",
                 POOLS,
             ),
             Rule(
@@ -252,8 +253,8 @@ def rules() -> list[Group]:
                 "1h",
                 "warning",
                 "Every worker of a private worker pool has been drained for an hour.",
-                f"All {{{{ $value }}}} workers of {pool[0].lower()}{pool[1:]} have been drained "
-                "for an hour. The pool takes no new run.",
+                f"Every worker of {pool[0].lower()}{pool[1:]} has been drained for an hour "
+                f"({{{{ $value }}}} worker{PLURAL}). The pool takes no new run.",
                 POOLS,
             ),
             Rule(
@@ -266,7 +267,7 @@ def rules() -> list[Group]:
                 "The account has used its whole public worker parallelism with runs waiting for "
                 "30 minutes.",
                 "Account {{ $labels.account }} has had every public worker it may use busy and "
-                "runs waiting for 30 minutes; {{ $value }} runs are waiting now.",
+                f"runs waiting for 30 minutes; {{{{ $value }}}} run{PLURAL} waiting now.",
                 POOLS,
             ),
         ],
@@ -353,10 +354,10 @@ def rules() -> list[Group]:
         return (
             "{{ with $labels.stack_id }}Stack {{ . }} of account {{ $labels.account }} "
             + per_stack
-            + "{{ else }}{{ $value }} stacks in space {{ $labels.space }} of account "
-            + "{{ $labels.account }} "
+            + "{{ else }}Space {{ $labels.space }} of account {{ $labels.account }} "
             + per_space
-            + " (per-stack metrics are off, so they are not named here){{ end }}. "
+            + " ({{ $value }} now; per-stack metrics are off, so they are not named here)"
+            + "{{ end }}. "
             + tail
         )
 
@@ -375,7 +376,7 @@ def rules() -> list[Group]:
                 "A Spacelift stack has been in the FAILED state for an hour.",
                 stack_or_count(
                     "has been FAILED for an hour",
-                    "have been FAILED for an hour",
+                    "has had FAILED stacks for an hour",
                     "The last tracked run failed and no run has fixed it since.",
                 ),
                 STACKS,
@@ -392,7 +393,7 @@ def rules() -> list[Group]:
                 "A Spacelift stack has been locked for a day.",
                 stack_or_count(
                     "has been locked for a day",
-                    "have been locked for a day",
+                    "has had locked stacks for a day",
                     "Only the lock holder can run a locked stack.",
                 ),
                 STACKS,
@@ -409,7 +410,7 @@ def rules() -> list[Group]:
                 "A Spacelift stack's resources have drifted from its code.",
                 stack_or_count(
                     "has been drifted for 2 hours",
-                    "have been drifted for 2 hours",
+                    "has had drifted stacks for 2 hours",
                     "Drift detection found resources changed outside Spacelift and no run has "
                     "reconciled them.",
                 ),
@@ -430,9 +431,9 @@ def rules() -> list[Group]:
                 "0m",
                 "critical",
                 "An API key was given space-admin on the root space.",
-                "Account {{ $labels.account }} now has {{ $value }} API-key bindings of role "
-                "space-admin on space root, more than it had an hour ago. A key holding it can do "
-                "anything in the account.",
+                "API-key bindings of role space-admin on space root in account "
+                "{{ $labels.account }} rose to {{ $value }} within the last hour. A key holding "
+                "this role can do anything in the account.",
                 ACCESS,
             ),
             Rule(
@@ -476,8 +477,8 @@ def rules() -> list[Group]:
                 "A Spacelift API key has legacy admin rights.",
                 "{{ with $labels.api_key_id }}API key {{ $labels.api_key_name }} ({{ . }}) of "
                 "account {{ $labels.account }} is a legacy admin key{{ else }}Account "
-                "{{ $labels.account }} has {{ $value }} legacy admin API keys of type "
-                "{{ $labels.key_type }} (per-key metrics are off, so they are not named here)"
+                "{{ $labels.account }} has legacy admin API keys of type {{ $labels.key_type }} "
+                "({{ $value }}; per-key metrics are off, so they are not named here)"
                 "{{ end }}. A legacy admin key has full access that its role bindings do not "
                 "show.",
                 ACCESS,
