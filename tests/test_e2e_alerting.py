@@ -149,6 +149,13 @@ def test_a_pool_losing_its_workers_pages_and_then_resolves(tmp_path: Path) -> No
             if a["labels"].get("alertname") == ALERT
         )
 
+        # Every shipped rule evaluates cleanly against the real exporter's series (no
+        # many-to-many matches, no duplicate series in a join).
+        rules = prom.rules()
+        shipped = (ROOT / "alerts" / "spacelift.rules.yml").read_text().count("- alert: ")
+        assert len(rules) == shipped
+        assert [(r["name"], r["lastError"]) for r in rules if r["health"] != "ok"] == []
+
         # Recovery: the workers come back and the queue drains.
         world.set_workers(pool.id, 2)
         world.advance(900)  # every run planned (at most ~220 s each, two workers)

@@ -185,6 +185,11 @@ class PrometheusProcess(_Process):
         alerts: list[dict[str, Any]] = resp["data"]["alerts"]
         return alerts
 
+    def rules(self) -> list[dict[str, Any]]:
+        """Every loaded rule with its evaluation health (``ok``, ``err``, ``unknown``)."""
+        resp = httpx.get(f"{self.url}/api/v1/rules", timeout=10).json()
+        return [r for g in resp["data"]["groups"] for r in g["rules"]]
+
 
 class AlertmanagerProcess(_Process):
     """A real Alertmanager (clustering off) sending every alert to the webhook ``receiver_url``.
