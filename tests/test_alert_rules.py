@@ -388,3 +388,15 @@ def test_runbook_queries_parse(tmp_path: Path) -> None:
     known = set(emitted()) | set(PENDING) | set(PROMETHEUS_METRICS)
     for q in queries:
         assert metrics_in(q) <= known, (q, metrics_in(q) - known)
+
+
+def test_the_alert_table_in_docs_matches_the_rules() -> None:
+    """docs/alerting.md lists every alert with its severity and `for:` as the rules have them."""
+    rows = re.findall(
+        r"(?m)^\| [\w ]+ \| (Spacelift\w+) \| \**(\w+)\** \| .* \| (\S+) \|$",
+        (ROOT / "docs" / "alerting.md").read_text(),
+    )
+    table = {name: (severity, for_) for name, severity, for_ in rows}
+    no_for = "\u2013"  # an en dash in the table
+    expected = {r["alert"]: (r["labels"]["severity"], r.get("for", no_for)) for r in rules()}
+    assert table == expected
