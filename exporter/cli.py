@@ -178,7 +178,12 @@ def _demo(overrides: config.Overrides) -> int:
     raw = {
         "accounts": [{"name": "demo", "endpoint": sim.url}],
         # Faster than production defaults so the demo moves while you watch it.
-        "areas": {"usage": {"interval": "30s"}},
+        "areas": {
+            "usage": {"interval": "30s"},
+            "stacks": {"interval": "15s"},
+            "runs": {"interval": "15s"},
+            "access": {"interval": "1m"},
+        },
     }
     env = {"SPACELIFT_API_KEY_ID": DEMO_KEY_ID, "SPACELIFT_API_KEY_SECRET": DEMO_KEY_SECRET}
     overrides.config_file = None

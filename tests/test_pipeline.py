@@ -280,3 +280,26 @@ def test_up_is_steady_when_one_area_has_a_field_error(
         app.poll(("sim", WP))
         assert value(app, "spacelift_up", account="sim") == 1
     assert "HTTP 400" in (app.store.get(("sim", "usage")).error or "")
+
+
+def test_accounts_with_different_stack_labels_share_one_family(
+    sim: Simulator, world: World, clock: SimClock
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    accounts = [
+        {"name": "one", "endpoint": sim.url, "areas": {"stacks": {"stack_labels": ["team"]}}},
+        {"name": "two", "endpoint": sim.url, "areas": {"stacks": {"stack_labels": ["env"]}}},
+    ]
+    app = make_app(sim, clock, accounts=accounts)
+    assert app.poll(("one", "stacks")) and app.poll(("two", "stacks"))
+    body, _ = app.exposition.render(None)
+    families = list(text_string_to_metric_families(body.decode()))
+    info = [f for f in families if f.name == "spacelift_stack_info"]
+    assert len(info) == 1  # one HELP/TYPE, not two clashing families
+    accounts_seen = {s.labels["account"] for s in info[0].samples}
+    assert accounts_seen == {"one", "two"}
+    for sample in info[0].samples:
+        own, other = ("label_team", "label_env")[:: 1 if sample.labels["account"] == "one" else -1]
+        assert own in sample.labels  # each account's own label is there
+        assert sample.labels.get(other, "") == ""  # the other account's is empty (absent)
