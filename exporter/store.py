@@ -42,20 +42,10 @@ class Store:
         self._areas: dict[Key, AreaState] = {k: AreaState() for k in keys}
 
     def success(self, key: Key, snapshot: Any, at: float, duration: float) -> None:
-        with self._lock:
-            old = self._areas[key]
-            self._areas[key] = replace(
-                old,
-                snapshot=snapshot,
-                polled=True,
-                ok=True,
-                error=None,
-                error_kind=None,
-                last_success=at,
-                last_duration=duration,
-                polls=old.polls + 1,
-                partial=False,
-            )
+        self._record(
+            key, True, duration, snapshot=snapshot, error=None, error_kind=None,
+            last_success=at, partial=False,
+        )  # fmt: skip
 
     def partial(self, key: Key, snapshot: Any, error: str, at: float, duration: float) -> None:
         """Part of the area was refused: serve what was read, report a permission gap.
@@ -63,34 +53,26 @@ class Store:
         The served data is fresh, so ``last_success`` moves (nothing goes stale); the poll
         still counts as failed and ``permission_denied`` is true.
         """
-        with self._lock:
-            old = self._areas[key]
-            self._areas[key] = replace(
-                old,
-                snapshot=snapshot,
-                polled=True,
-                ok=False,
-                error=error,
-                error_kind="permission",
-                last_success=at,
-                last_duration=duration,
-                polls=old.polls + 1,
-                failures=old.failures + 1,
-                partial=True,
-            )
+        self._record(
+            key, False, duration, snapshot=snapshot, error=error, error_kind="permission",
+            last_success=at, partial=True,
+        )  # fmt: skip
 
     def failure(self, key: Key, error: str, kind: str, duration: float) -> None:
-        with self._lock:
+        """The last good snapshot and ``last_success`` stay as they were."""
+        self._record(key, False, duration, error=error, error_kind=kind)
+
+    def _record(self, key: Key, ok: bool, duration: float, **changes: Any) -> None:
+        with self._lock:  # one swap of the whole state: readers never see half of it
             old = self._areas[key]
             self._areas[key] = replace(
                 old,
                 polled=True,
-                ok=False,
-                error=error,
-                error_kind=kind,
+                ok=ok,
                 last_duration=duration,
                 polls=old.polls + 1,
-                failures=old.failures + 1,
+                failures=old.failures + (0 if ok else 1),
+                **changes,
             )
 
     def get(self, key: Key) -> AreaState:
