@@ -131,6 +131,7 @@ class SpaceliftClient:
         # the credentials; True after a well-formed answer. Read by spacelift_up.
         self.reachable: bool | None = None
         self._scope = threading.local()  # per-thread poll deadline, set by budget()
+        self._denied: dict[str, str] = {}  # operation -> token it was refused with after a retry
 
     def __repr__(self) -> str:
         return f"SpaceliftClient(account={self.account!r}, endpoint={self.endpoint!r})"
@@ -167,11 +168,15 @@ class SpaceliftClient:
             deadline = time.monotonic() + self._cfg.poll_timeout
         token = self._token(deadline)
         result = self._send(op.name, document, variables, token, deadline)
-        if _refused(result) and self._creds.token is None:
+        if _refused(result) and self._creds.token is None and self._denied.get(op.name) != token:
             log.info("token refused, exchanging the API key again", extra={"account": self.account})
             self._invalidate(token)
             token = self._token(deadline)
             result = self._send(op.name, document, variables, token, deadline)
+            if _refused(result):
+                # A fresh token refused too: the key lacks permission for this document.
+                # Remember it, so later polls with this token skip the pointless re-exchange.
+                self._denied[op.name] = token
         if _refused(result) and self._creds.token is not None:
             expiry = _jwt_expiry(self._creds.token.reveal())
             if expiry is not None and expiry <= self._clock():

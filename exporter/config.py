@@ -89,6 +89,7 @@ class Config:
     log_level: str = "info"
     log_format: str = "logfmt"
     state_file: Path | None = None
+    web_config_file: Path | None = None
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data, secrets replaced, for check-config."""
@@ -106,7 +107,11 @@ class Config:
                 for a in self.accounts
             ],
             "http": vars(self.http),
-            "web": {"listen_address": self.listen_address, "telemetry_path": self.telemetry_path},
+            "web": {
+                "listen_address": self.listen_address,
+                "telemetry_path": self.telemetry_path,
+                "config_file": str(self.web_config_file) if self.web_config_file else None,
+            },
             "log": {"level": self.log_level, "format": self.log_format},
             "state_file": str(self.state_file) if self.state_file else None,
         }
@@ -139,6 +144,7 @@ class Overrides:
     token_env_var: str | None = None
     listen_address: str | None = None
     telemetry_path: str | None = None
+    web_config_file: Path | None = None
     log_level: str | None = None
     log_format: str | None = None
     state_file: Path | None = None
@@ -203,7 +209,7 @@ def load(
     if dupes:
         raise ConfigError("accounts", f"account names must be unique, repeated: {dupes}")
 
-    web = _section(raw, "web", {"listen_address", "telemetry_path"})
+    web = _section(raw, "web", {"listen_address", "telemetry_path", "config_file"})
     log = _section(raw, "log", {"level", "format"})
     http = _http(_section(raw, "http", HTTP_KEYS))
     listen = overrides.listen_address or _str(web, "listen_address", "web.", DEFAULT_LISTEN)
@@ -220,7 +226,10 @@ def load(
     state_file = overrides.state_file
     if state_file is None and raw.get("state_file") is not None:
         state_file = Path(_str(raw, "state_file", "", ""))
-    return Config(tuple(accounts), http, listen, path, level, fmt, state_file)
+    web_config = overrides.web_config_file
+    if web_config is None and web.get("config_file"):
+        web_config = Path(_str(web, "config_file", "web.", ""))
+    return Config(tuple(accounts), http, listen, path, level, fmt, state_file, web_config)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -412,6 +421,10 @@ def normalize_endpoint(value: str, key: str) -> str:
     if "://" not in value:
         value = "https://" + value
     parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        raise ConfigError(key, f"not a Spacelift URL or host: {value!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(key, f"not a Spacelift URL or host: {value!r}")
     path = parts.path.rstrip("/")

@@ -5,11 +5,14 @@ from __future__ import annotations
 import gzip
 import html
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from exporter import __version__
 from exporter.app import App
+from exporter.webconfig import WebAuth
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,10 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self, send_body: bool) -> None:
         app = self.server.app
         path = self.path.split("?", 1)[0]
+        # /healthz stays open: it shows no data, and container health checks carry no password.
+        if path != "/healthz" and not self.server.auth.allowed(self.headers.get("Authorization")):
+            self._send(401, b"unauthorized\n", "text/plain; charset=utf-8", send_body)
+            return
         if path == app.config.telemetry_path:
             body, ctype = app.exposition.render(self.headers.get("Accept"))
             gz = "gzip" in (self.headers.get("Accept-Encoding") or "")
@@ -58,6 +65,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Encoding", "gzip")
         if status == 405:
             self.send_header("Allow", "GET, HEAD")
+        if status == 401:
+            self.send_header("WWW-Authenticate", 'Basic realm="spacelift-exporter"')
         self.end_headers()
         if send_body:
             self.wfile.write(body)
@@ -69,13 +78,24 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], app: App) -> None:
+    def __init__(self, address: tuple[str, int], app: App, auth: WebAuth) -> None:
         self.app = app
+        self.auth = auth
         super().__init__(address, Handler)
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = super().get_request()
+        self.auth.refresh()  # a changed web config applies from this connection on
+        if self.auth.ssl is not None:
+            # The handshake happens in the handler's thread, not in the accept loop.
+            sock = self.auth.ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
 
-def serve(app: App, host: str, port: int) -> tuple[Server, threading.Thread]:
-    server = Server((host, port), app)
+
+def serve(
+    app: App, host: str, port: int, auth: WebAuth | None = None
+) -> tuple[Server, threading.Thread]:
+    server = Server((host, port), app, auth or WebAuth(None))
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()
     return server, thread

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -142,6 +142,26 @@ class AreaContext:
     account: str
     options: Mapping[str, Any]
     state: Any = None  # area-owned persistent state (the run ledger), restored by the app
+
+
+class DocumentPoller:
+    """Poller of an area answered by one query document under one root field.
+
+    Subclasses set ``document`` and ``root`` and provide ``parse(data)`` and ``collect``.
+    """
+
+    document: ClassVar[str]
+    root: ClassVar[str]
+
+    def __init__(self, ctx: AreaContext) -> None:
+        self.account = ctx.account
+        self.options = ctx.options
+
+    def poll(self, client: SpaceliftClient) -> Any:
+        return self.parse(client.query(self.document).require(self.root))
+
+    def parse(self, data: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,9 @@ self-hosted releases, and one refused field must not blank the private pools' an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from exporter.areas import parse as p
-from exporter.areas.base import AreaContext, AreaSpec, FamilyBuilder, gauge
-
-if TYPE_CHECKING:
-    from exporter.client import SpaceliftClient
+from exporter.areas.base import AreaSpec, DocumentPoller, FamilyBuilder, gauge
 
 DOCUMENT = """
 query SpaceliftExporterPublicWorkerPool {
@@ -58,12 +54,10 @@ def parse(data: object) -> Snapshot:
     )
 
 
-class Poller:
-    def __init__(self, ctx: AreaContext) -> None:
-        self.account = ctx.account
-
-    def poll(self, client: SpaceliftClient) -> Snapshot:
-        return parse(client.query(DOCUMENT).require("publicWorkerPool"))
+class Poller(DocumentPoller):
+    document = DOCUMENT
+    root = "publicWorkerPool"
+    parse = staticmethod(parse)
 
     def collect(self, snapshot: Snapshot, out: FamilyBuilder) -> None:
         out.add(PARALLELISM, (self.account,), snapshot.parallelism)

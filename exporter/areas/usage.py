@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from exporter.areas import parse as p
-from exporter.areas.base import AreaContext, AreaSpec, FamilyBuilder, gauge
-
-if TYPE_CHECKING:
-    from exporter.client import SpaceliftClient
+from exporter.areas.base import AreaSpec, DocumentPoller, FamilyBuilder, gauge
 
 DOCUMENT = """
 query SpaceliftExporterUsage {
@@ -59,12 +55,10 @@ def parse(data: object) -> Snapshot:
     )
 
 
-class Poller:
-    def __init__(self, ctx: AreaContext) -> None:
-        self.account = ctx.account
-
-    def poll(self, client: SpaceliftClient) -> Snapshot:
-        return parse(client.query(DOCUMENT).require("usage"))
+class Poller(DocumentPoller):
+    document = DOCUMENT
+    root = "usage"
+    parse = staticmethod(parse)
 
     def collect(self, snapshot: Snapshot, out: FamilyBuilder) -> None:
         a = (self.account,)

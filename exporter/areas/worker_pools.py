@@ -7,13 +7,9 @@ so dashboards and KEDA scalers written for it keep working.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from exporter.areas import parse as p
-from exporter.areas.base import AreaContext, AreaSpec, FamilyBuilder, gauge
-
-if TYPE_CHECKING:
-    from exporter.client import SpaceliftClient
+from exporter.areas.base import AreaSpec, DocumentPoller, FamilyBuilder, gauge
 
 DOCUMENT = """
 query SpaceliftExporterWorkerPools {
@@ -110,12 +106,10 @@ def parse(data: object) -> Snapshot:
     return Snapshot(tuple(sorted(pools, key=lambda pool: pool.id)))
 
 
-class Poller:
-    def __init__(self, ctx: AreaContext) -> None:
-        self.account = ctx.account
-
-    def poll(self, client: SpaceliftClient) -> Snapshot:
-        return parse(client.query(DOCUMENT).require("workerPools"))
+class Poller(DocumentPoller):
+    document = DOCUMENT
+    root = "workerPools"
+    parse = staticmethod(parse)
 
     def collect(self, snapshot: Snapshot, out: FamilyBuilder) -> None:
         for m in SPEC.metrics:
