@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from exporter import health, selfmetrics
 from exporter.areas import area_metrics
@@ -296,3 +297,15 @@ def test_alert_dashboard_links_point_at_these_dashboards() -> None:
     if not links:
         pytest.skip("no alert rule with a dashboard_url yet (issue 5)")
     assert set(links) <= set(UIDS)
+
+
+def test_provisioning_examples_are_valid() -> None:
+    prov = ROOT / "grafana" / "provisioning"
+    ds = yaml.safe_load((prov / "datasources.yml").read_text())
+    assert ds["apiVersion"] == 1
+    assert [d["type"] for d in ds["datasources"]] == ["prometheus"]
+    boards = yaml.safe_load((prov / "dashboards.yml").read_text())
+    assert boards["apiVersion"] == 1
+    (provider,) = boards["providers"]
+    assert provider["type"] == "file" and provider["options"]["path"]
+    assert provider["allowUiUpdates"] is False  # matches editable: false in the JSON
