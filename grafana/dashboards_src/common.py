@@ -194,6 +194,7 @@ def grid(
     column_mappings: Mapping[str, Mapping[str, tuple[str, str]]] | None = None,
     pivot: tuple[str, str] | None = None,
     thresholds: db.ThresholdsConfig | None = None,
+    nan_text: str | None = None,
 ) -> table.Panel:
     """A table of instant queries.
 
@@ -201,7 +202,8 @@ def grid(
     field (Time, job, instance, __name__...) is hidden. Several targets are merged into one
     row per label set (their values are ``Value #A``, ``Value #B``...). ``pivot=(row, col)``
     turns a ``sum by (row, col)`` into a matrix instead. ``thresholds`` colour the cells of
-    the column ``sort_by``; ``column_mappings`` show values of a column as coloured words.
+    the column ``sort_by``; ``column_mappings`` show values of a column as coloured words;
+    ``nan_text`` is shown instead of NaN (a value the query marks as unknown).
     """
     p: table.Panel = _common(table.Panel(), title, description, unit, targets)
     p = p.span(w).height(h).filterable(True)
@@ -228,6 +230,17 @@ def grid(
         p = p.sort_by([cb.TableSortByFieldState().display_name(sort_by).desc(descending)])
     for field, unit_name in sorted((column_units or {}).items()):
         p = p.override_by_name(field, [dm.DynamicConfigValue(id_val="unit", value=unit_name)])
+    if nan_text is not None:
+        p = p.mappings(
+            [
+                dm.SpecialValueMap(
+                    options=dm.DashboardSpecialValueMapOptions(
+                        match=dm.SpecialValueMatch.NA_N,
+                        result=dm.ValueMappingResult(text=nan_text, color="text", index=0),
+                    )
+                )
+            ]
+        )
     for field, mapping in sorted((column_mappings or {}).items()):
         p = p.override_by_name(
             field,

@@ -156,24 +156,19 @@ def build() -> dm.Dashboard:
                     "{{space}}",
                 ),
             ),
-            grid(
-                "Failed runs by stack",
-                "Stacks whose runs FAILED in the last rate interval, by how many per second.",
-                "ops",
+            graph(
+                "Failed runs by space",
+                "Runs that FAILED in each interval, by space. The Stacks dashboard lists the "
+                "stacks now failed.",
+                "short",
                 query(
-                    "sum by (account, space, stack_id) ("
-                    + rate("spacelift_runs_finished_total", is_("state", "FAILED"))
-                    + ") > 0",
-                    instant=True,
-                    table_format=True,
+                    "sum by (space) ("
+                    + increase("spacelift_runs_finished_total", is_("state", "FAILED"))
+                    + ")",
+                    "{{space}}",
                 ),
-                columns={
-                    "account": "Account",
-                    "space": "Space",
-                    "stack_id": "Stack",
-                    "Value": "Failed runs/s",
-                },
-                sort_by="Failed runs/s",
+                bars=True,
+                stacked=True,
                 w=24,
             ),
         ],

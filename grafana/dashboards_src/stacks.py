@@ -19,12 +19,19 @@ from grafana.dashboards_src.common import (
 
 UID = "spacelift-stacks"
 
-# Seconds each stack has been in its current state, with its space, state and name as labels.
-IN_STATE_FOR = (
-    f"(time() - {sel('spacelift_stack_state_since_timestamp_seconds')})"
-    f" * {ON_STACK} group_left (space, state) {sel('spacelift_stack_state')}"
-    f" * {ON_STACK} group_left (stack_name) {sel('spacelift_stack_info')}"
+# Every stack (value 1) with its space, state and name as labels.
+STACKS = f"{sel('spacelift_stack_state')} * {ON_STACK} group_left (stack_name) " + sel(
+    "spacelift_stack_info"
 )
+# Seconds each stack has been in its current state, with the same labels. A stack that never
+# changed state (NONE, never run) has no state-since timestamp: it is listed with NaN, shown
+# as "unknown", rather than left out of the tables.
+IN_STATE_FOR = (
+    f"((time() - {sel('spacelift_stack_state_since_timestamp_seconds')})"
+    f" * {ON_STACK} group_left (space, state, stack_name) ({STACKS})"
+    f" or {ON_STACK} ({STACKS} * NaN))"
+)
+UNKNOWN = "unknown"
 
 COLUMNS = {
     "account": "Account",
@@ -142,6 +149,7 @@ def build() -> dm.Dashboard:
                 ),
                 columns=COLUMNS,
                 sort_by="In this state for",
+                nan_text=UNKNOWN,
                 thresholds=AGE_STEPS,
             ),
             grid(
@@ -152,6 +160,7 @@ def build() -> dm.Dashboard:
                 query(_stacks_where("spacelift_stack_locked"), instant=True, table_format=True),
                 columns=COLUMNS,
                 sort_by="In this state for",
+                nan_text=UNKNOWN,
                 thresholds=AGE_STEPS,
             ),
             grid(
@@ -162,6 +171,7 @@ def build() -> dm.Dashboard:
                 query(_stacks_where("spacelift_stack_drifted"), instant=True, table_format=True),
                 columns=COLUMNS,
                 sort_by="In this state for",
+                nan_text=UNKNOWN,
                 thresholds=AGE_STEPS,
             ),
             grid(
@@ -172,6 +182,7 @@ def build() -> dm.Dashboard:
                 query(_stacks_where("spacelift_stack_disabled"), instant=True, table_format=True),
                 columns=COLUMNS,
                 sort_by="In this state for",
+                nan_text=UNKNOWN,
             ),
             grid(
                 "All stacks by time in state",
@@ -181,6 +192,7 @@ def build() -> dm.Dashboard:
                 query(IN_STATE_FOR, instant=True, table_format=True),
                 columns=COLUMNS,
                 sort_by="In this state for",
+                nan_text=UNKNOWN,
                 w=24,
                 h=10,
             ),
