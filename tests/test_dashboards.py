@@ -290,13 +290,17 @@ def test_every_exporter_metric_is_on_a_dashboard() -> None:
 def test_alert_dashboard_links_point_at_these_dashboards() -> None:
     rule_files = sorted((ROOT / "alerts").glob("*.y*ml")) if (ROOT / "alerts").exists() else []
     links = [
-        m.group(1)
+        (m.group(1), m.group(2) or "")
         for f in rule_files
-        for m in re.finditer(r"dashboard_url:.*?/d/([A-Za-z0-9_-]+)", f.read_text())
+        for m in re.finditer(r"dashboard_url:.*?/d/([A-Za-z0-9_-]+)(\?\S*)?", f.read_text())
     ]
     if not links:
         pytest.skip("no alert rule with a dashboard_url yet (issue 5)")
-    assert set(links) <= set(UIDS)
+    for uid, params in links:
+        assert uid in UIDS
+        variables = dl.variables(load(uid))
+        for name in re.findall(r"var-([A-Za-z0-9_]+)=", params):
+            assert name in variables, f"{uid} has no variable {name!r}"
 
 
 def test_provisioning_examples_are_valid() -> None:

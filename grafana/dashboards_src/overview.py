@@ -74,11 +74,16 @@ def build() -> dm.Dashboard:
             ),
             single(
                 "Longest wait for a worker",
-                "How long the oldest run waiting for a worker (QUEUED or READY) has waited.",
+                "How long the oldest run waiting for a worker (READY, CONFIRMED or "
+                "REPLAN_REQUESTED) has waited. QUEUED runs wait for a stack lock or an "
+                "approval, not a worker. Alert: SpaceliftRunWaitingForWorker.",
                 "s",
                 query(
                     "max("
-                    + sel("spacelift_runs_oldest_age_seconds", matches("state", "QUEUED|READY"))
+                    + sel(
+                        "spacelift_runs_oldest_age_seconds",
+                        matches("state", "READY|CONFIRMED|REPLAN_REQUESTED"),
+                    )
                     + ") or vector(0)"
                 ),
                 thresholds=steps((None, "green"), (600, "orange"), (1800, "red")),
