@@ -20,7 +20,7 @@ from exporter.areas import AREAS
 from exporter.areas.base import AreaContext, FamilyBuilder, Poller
 from exporter.client import SpaceliftClient
 from exporter.config import Config
-from exporter.errors import SpaceliftError
+from exporter.errors import PartialPermissionDenied, SpaceliftError
 from exporter.exposition import Exposition
 from exporter.selfmetrics import SelfMetrics
 from exporter.store import Key, Store
@@ -69,6 +69,14 @@ class App:
         try:
             with client.budget(self.config.http.poll_timeout):
                 snapshot = self.pollers[key].poll(client)
+        except PartialPermissionDenied as exc:
+            duration = time.perf_counter() - started
+            self.store.partial(key, exc.snapshot, str(exc), self.clock(), duration)
+            log.info(
+                "poll partly refused, serving what the API key may read",
+                extra={"account": account, "area": area, "kind": exc.kind, "error": str(exc)},
+            )
+            ok = False
         except SpaceliftError as exc:
             duration = time.perf_counter() - started
             self.store.failure(key, str(exc), exc.kind, duration)

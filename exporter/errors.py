@@ -47,6 +47,18 @@ class PermissionDeniedError(SpaceliftError):
     kind = "permission"
 
 
+class PartialPermissionDenied(PermissionDeniedError):
+    """Part of the area was refused; ``snapshot`` holds the part the key could read.
+
+    The pipeline serves that snapshot (fresh data for what was read, nothing for the refused
+    part) and reports the area as a permission gap, not as an outage.
+    """
+
+    def __init__(self, message: str, snapshot: object) -> None:
+        super().__init__(message)
+        self.snapshot = snapshot
+
+
 class QueryError(SpaceliftError):
     """GraphQL ``errors[]`` on a field the area cannot do without."""
 

@@ -16,7 +16,8 @@ UP = gauge(
 POLL_SUCCESS = gauge("spacelift_poll_success", "1 if the area's last poll succeeded.", "area")
 POLL_PERMISSION = gauge(
     "spacelift_poll_permission_denied",
-    "1 if the area's last poll failed because the API key may not read it (not an outage).",
+    "1 if the API key may not read the area, or part of it, at the last poll (a permission "
+    "gap, not an outage).",
     "area",
 )
 POLL_DURATION = gauge(

@@ -24,6 +24,7 @@ class AreaState:
     last_duration: float = 0.0
     polls: int = 0
     failures: int = 0
+    partial: bool = False  # the snapshot holds only what the key was allowed to read
 
     @property
     def permission_denied(self) -> bool:
@@ -53,6 +54,29 @@ class Store:
                 last_success=at,
                 last_duration=duration,
                 polls=old.polls + 1,
+                partial=False,
+            )
+
+    def partial(self, key: Key, snapshot: Any, error: str, at: float, duration: float) -> None:
+        """Part of the area was refused: serve what was read, report a permission gap.
+
+        The served data is fresh, so ``last_success`` moves (nothing goes stale); the poll
+        still counts as failed and ``permission_denied`` is true.
+        """
+        with self._lock:
+            old = self._areas[key]
+            self._areas[key] = replace(
+                old,
+                snapshot=snapshot,
+                polled=True,
+                ok=False,
+                error=error,
+                error_kind="permission",
+                last_success=at,
+                last_duration=duration,
+                polls=old.polls + 1,
+                failures=old.failures + 1,
+                partial=True,
             )
 
     def failure(self, key: Key, error: str, kind: str, duration: float) -> None:

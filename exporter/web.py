@@ -108,6 +108,8 @@ def landing_page(app: App) -> str:
             status = "ok"
         elif not st.polled:
             status = "not polled yet"
+        elif st.permission_denied and st.partial:
+            status = "permission denied for part of the area (serving what the key may read)"
         elif st.permission_denied:
             status = "permission denied (serving nothing for this area)"
         else:

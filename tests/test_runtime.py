@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from exporter import logsetup, scheduler
+from exporter.areas import AREAS
 from exporter.simulator import SimClock, Simulator
 from tests.conftest import make_app
 from tests.support.processes import ROOT, free_port
@@ -23,7 +24,7 @@ def test_one_job_per_account_area_polling_at_start(sim: Simulator, clock: SimClo
     try:
         until(app.ready, timeout=20, what="first poll of every area")
         jobs = {job.id: job for job in sched.get_jobs()}
-        assert set(jobs) == {"sim/worker_pools", "sim/public_worker_pool", "sim/usage"}
+        assert set(jobs) == {f"sim/{area}" for area in AREAS}
         assert jobs["sim/usage"].trigger.interval.total_seconds() == 600
         assert all(j.max_instances == 1 and j.coalesce for j in jobs.values())
     finally:

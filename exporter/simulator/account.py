@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import statistics
 import time
 from collections import Counter
@@ -21,16 +22,17 @@ class Usage:
         self.subscriptionPrice = None
         self.upcomingInvoiceTotalAmount = None
 
+    # The billing period is the calendar month (UTC) of the simulated now.
     @property
     def billingPeriodStart(self) -> int:
         t = time.gmtime(self._w.now())
-        return int(time.mktime((t.tm_year, t.tm_mon, 1, 0, 0, 0, 0, 0, 0)) - time.timezone)
+        return calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0))
 
     @property
     def billingPeriodEnd(self) -> int:
         t = time.gmtime(self._w.now())
         y, m = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
-        return int(time.mktime((y, m, 1, 0, 0, 0, 0, 0, 0)) - time.timezone)
+        return calendar.timegm((y, m, 1, 0, 0, 0))
 
     @property
     def usedPrivateMinutes(self) -> int:

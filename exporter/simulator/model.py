@@ -170,6 +170,7 @@ class Run:
     worker: Any = None  # Worker, "public" or None
     token: int = 0  # invalidates stale scheduled events
     started_at: float = 0.0  # when it last got a worker (queue ordering)
+    pool_key: str | None = None  # the stack's private pool id at trigger time; None = public
 
     @property
     def stackId(self) -> str:

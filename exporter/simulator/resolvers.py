@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 import fnmatch
+import json
 from typing import Any
 
 from graphql import GraphQLError, GraphQLList, GraphQLNonNull, GraphQLResolveInfo
 
-from .model import ON_WORKER, TERMINAL, Run, Stack
+from .model import BLOCKING_TYPES, ON_WORKER, TERMINAL, Run, Stack
 
 MISSING = object()
 UNAUTHORIZED = "unauthorized"
@@ -131,18 +132,35 @@ def q_account(_: Any, info: GraphQLResolveInfo) -> Any:
 def q_search_stacks(_: Any, info: GraphQLResolveInfo, input: dict[str, Any]) -> Any:
     w = info.context.world
     order = input.get("orderBy") or {}
-    ids = sorted_stack_ids(w, order.get("field", "name"), order.get("direction", "ASC"))
+    field, desc = order.get("field", "name"), order.get("direction", "ASC").upper() == "DESC"
+    ids, index = sorted_stack_ids(w, field, desc)
     preds = input.get("predicates") or []
     fts = (input.get("fullTextSearch") or "").lower()
     first = max(1, min(int(input.get("first") or 50), 1000))
     after = _dec(input.get("after"))
     start = 0
     if after is not None:
-        index = w._search_index
-        if after in index:
-            start = index[after] + 1
-        else:  # the cursor's stack was deleted: fall back to the position it would have had
-            start = next((i for i, sid in enumerate(ids) if sid > after), len(ids))
+        # cursor = JSON [sort key, id]; a deleted stack's cursor still finds its place
+        try:
+            key, sid = json.loads(after)
+        except (ValueError, TypeError) as exc:
+            raise GraphQLError("invalid cursor") from exc
+        if sid in index:
+            start = index[sid] + 1
+        else:
+            k = (key, sid)
+            start = next(
+                (
+                    n
+                    for n, x in enumerate(ids)
+                    if (
+                        (_sort_key(w.stacks[x], field), x) < k
+                        if desc
+                        else (_sort_key(w.stacks[x], field), x) > k
+                    )
+                ),
+                len(ids),
+            )
     out: list[Stack] = []
     has_next = False
     for i in range(start, len(ids)):
@@ -155,26 +173,25 @@ def q_search_stacks(_: Any, info: GraphQLResolveInfo, input: dict[str, Any]) -> 
             has_next = True
             break
         out.append(st)
-    return _conn(out, [_enc(s.id) for s in out], has_next, start > 0)
+    cursors = [_enc(json.dumps([_sort_key(st, field), st.id])) for st in out]
+    return _conn(out, cursors, has_next, start > 0)
 
 
-def sorted_stack_ids(w: Any, field: str, direction: str) -> list[str]:
-    """Stable order for paging, cached until a stack is added or deleted."""
-    key = (field, direction.upper(), w.stacks_version)
+def _sort_key(st: Stack, field: str) -> Any:
+    # name (and starred, which the simulator does not model) sort by name
+    return st.createdAt if field == "createdAt" else st.name
+
+
+def sorted_stack_ids(w: Any, field: str, desc: bool) -> tuple[list[str], dict[str, int]]:
+    """Stable order (sort key, then id) for paging, cached until stacks are added or deleted."""
+    key = (field, desc, w.stacks_version)
     cache = w.__dict__.setdefault("_search_cache", {})
     if key not in cache:
         if len(cache) > 8:
             cache.clear()
-        if field == "createdAt":
-            ids = sorted(w.stacks, key=lambda s: (w.stacks[s].createdAt, s))
-        else:  # name (and starred, which the simulator does not model) -> name, then id
-            ids = sorted(w.stacks, key=lambda s: (w.stacks[s].name, s))
-        if direction.upper() == "DESC":
-            ids.reverse()
+        ids = sorted(w.stacks, key=lambda s: (_sort_key(w.stacks[s], field), s), reverse=desc)
         cache[key] = (ids, {sid: i for i, sid in enumerate(ids)})
-    ids, index = cache[key]
-    w._search_index = index
-    return ids
+    return cache[key]
 
 
 def _match(value: str | None, patterns: list[str]) -> bool:
@@ -263,14 +280,14 @@ def s_run(st: Stack, info: GraphQLResolveInfo, id: str) -> Any:
 
 
 def s_blocker(st: Stack, info: GraphQLResolveInfo) -> Any:
-    w = info.context.world
-    holder = w.runs.get(st.lock_holder) if st.lock_holder else None
-    waiting = any(
-        r.state == "QUEUED" and r.id != st.lock_holder
-        for r in w.waiting.values()
-        if r.stack_id == st.id
+    """The run holding the stack's run lock, while another blocking run queues behind it."""
+    holder = info.context.world.runs.get(st.lock_holder) if st.lock_holder else None
+    if holder is None:
+        return None
+    queued = any(
+        r.state == "QUEUED" and r.type in BLOCKING_TYPES and r is not holder for r in st.runs
     )
-    return holder if holder is not None and waiting else None
+    return holder if queued else None
 
 
 def s_drift(st: Stack, info: GraphQLResolveInfo) -> Any:

@@ -7,12 +7,15 @@ machine-session gates, faults on demand, an optional rate limiter, request accou
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
@@ -81,6 +84,16 @@ class Faults:
     def drop_connection(self, operation: str | None = None, times: int | None = 1) -> None:
         self._add("drop", operation, times)
 
+    def rewrite(
+        self,
+        fn: Callable[[dict[str, Any]], dict[str, Any]],
+        operation: str | None = None,
+        times: int | None = None,
+    ) -> None:
+        """Pass the executed answer through `fn` before sending it (fields the API adds on its
+        own, such as a `secret` nobody selected)."""
+        self._add("rewrite", operation, times, fn=fn)
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
@@ -125,6 +138,15 @@ class _TokenBucket:
             return (1 - self.tokens) / self.rps
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # clients that time out or vanish mid-answer are expected (faults, stop()); stay quiet
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
 class Simulator:
     """The Spacelift API simulator: serves `world` over HTTP in a daemon thread."""
 
@@ -154,6 +176,7 @@ class Simulator:
         self._limiter: _TokenBucket | None = None
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._conns: set[socket.socket] = set()  # open client connections (keep-alive)
 
     # ----------------------------------------------------------------- lifecycle
     @property
@@ -170,8 +193,7 @@ class Simulator:
 
     def start(self) -> Simulator:
         handler = type("Handler", (_Handler,), {"sim": self})
-        self._httpd = ThreadingHTTPServer((self.host, self._port), handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server((self.host, self._port), handler)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, args=(0.05,), name="spacelift-sim", daemon=True
         )
@@ -184,6 +206,12 @@ class Simulator:
             self._httpd.server_close()
             self._port = self._httpd.server_address[1]
             self._httpd = None
+            # also end keep-alive connections, so no client is served after stop()
+            with self._acct:
+                conns, self._conns = list(self._conns), set()
+            for conn in conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> Simulator:
         return self.start()
@@ -228,6 +256,8 @@ class Simulator:
             )
         )
         with self._acct:
+            if len(self._tokens) > 1000:  # forget long-expired tokens
+                self._tokens = {t: e for t, e in self._tokens.items() if e > now}
             self._tokens[jwt] = exp
         return jwt
 
@@ -282,15 +312,27 @@ class _Handler(BaseHTTPRequestHandler):
         # headers and body go out in two writes; without NODELAY, Nagle plus delayed ACKs
         # add ~40 ms to every keep-alive request
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.sim._acct:
+            self.sim._conns.add(self.connection)
+
+    def finish(self) -> None:
+        with self.sim._acct:
+            self.sim._conns.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: no per-request lines
         pass
 
     def do_GET(self) -> None:
+        self._entry = None  # GETs are not GraphQL requests; not counted
         body = b"Spacelift API simulator. POST GraphQL documents to /graphql.\n"
         self._send(200, body, "text/plain")
 
     def _send(self, code: int, body: bytes, ctype: str = "application/json", headers=None):
+        entry = getattr(self, "_entry", None)
+        if entry is not None:  # record before answering, so a client never sees it unset
+            entry["status"] = code
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -333,7 +375,8 @@ class _Handler(BaseHTTPRequestHandler):
         with sim._acct:
             sim.requests[entry["operation_name"]] += 1
             sim.request_log.append(entry)
-        entry["status"] = self._answer(sim, body, doc, errors, op, name, variables)
+        self._entry = entry
+        self._answer(sim, body, doc, errors, op, name, variables)
 
     def _answer(self, sim, body, doc, errors, op, name, variables) -> int | None:
         if body is None or self.path.split("?")[0].rstrip("/") not in ("/graphql", ""):
@@ -342,7 +385,7 @@ class _Handler(BaseHTTPRequestHandler):
         faults = sim.faults
         if faults.take("drop", name):
             self.close_connection = True
-            self.connection.close()
+            self.connection.shutdown(socket.SHUT_RDWR)  # no response at all
             return None
         if sim._limiter is not None:
             wait = sim._limiter.take()
@@ -391,7 +434,11 @@ class _Handler(BaseHTTPRequestHandler):
                 operation_name=name,
                 field_resolver=field_resolver,
             )
-        self._json(200, result.formatted)
+        payload = result.formatted
+        f = faults.take("rewrite", name)
+        if f:
+            payload = f["fn"](payload)
+        self._json(200, payload)
         return 200
 
     def _rate_limited(self, retry_after: int) -> None:

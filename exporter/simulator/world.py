@@ -28,10 +28,10 @@ from .model import (
     Space,
     Stack,
     Worker,
-    metadata_json,
     stack_state_for,
     ulid,
 )
+from .mutations import WorldMutations
 
 RUN_RETENTION = 60  # runs kept per stack; older terminal runs are dropped
 
@@ -62,11 +62,11 @@ class WorldConfig:
     activity: float = 1.0  # new runs per minute per 100 stacks (Poisson); 0 = none
     runs_page_size: int = 50
     failure_rate: float = 0.1  # chance of FAILED at PLANNING and at APPLYING
-    public_parallelism: int = 10
+    public_parallelism: int | None = None  # None: max(10, stacks // 20)
     history: bool = True  # seed stacks with past (terminal) runs
 
 
-class World:
+class World(WorldMutations):
     def __init__(self, config: WorldConfig | None = None, clock: SimClock | None = None) -> None:
         self.config = config or WorldConfig()
         self.clock = clock or SimClock()
@@ -80,7 +80,10 @@ class World:
         self.stacks: dict[str, Stack] = {}
         self.runs: dict[str, Run] = {}
         self.pools: dict[str, Any] = {}
-        self.public_pool = PublicPool(parallelism=self.config.public_parallelism, world=self)
+        parallelism = self.config.public_parallelism
+        if parallelism is None:
+            parallelism = max(10, self.config.stacks // 20)
+        self.public_pool = PublicPool(parallelism=parallelism, world=self)
         self.api_keys: dict[str, ApiKey] = {}
         self.roles: dict[str, Any] = {}
         self.users: dict[str, Any] = {}
@@ -90,6 +93,13 @@ class World:
         self.stack_bindings: list[dict[str, Any]] = []
         self.active: dict[str, Run] = {}  # every non-terminal run
         self.waiting: dict[str, Run] = {}  # QUEUED / READY / CONFIRMED / REPLAN_REQUESTED
+        # Indexes that keep each event O(log n) with thousands of queued runs:
+        self.on_worker: dict[str, Run] = {}  # runs holding a worker or a public slot
+        self.pool_waiting: dict[str | None, dict[str, Run]] = {}  # waiting for a worker, by pool
+        self.pool_heap: dict[str | None, list[tuple[int, int, str]]] = {}  # (prio, seq, run id)
+        self._dirty_pools: set[str | None] = set()  # pools whose queue may now dispatch
+        self._dirty_stacks: set[str] = set()  # stacks whose run lock was released
+        self._stack_ids: tuple[int, list[str]] = (-1, [])  # cached list for random picks
         self.private_seconds = 0.0  # worker time, for usage minutes
         self.public_seconds = 0.0
         self.recent_durations: deque[int] = deque(maxlen=500)
@@ -153,7 +163,9 @@ class World:
     def _ev_arrival(self, _: Any) -> None:
         rng = self.rng
         if self.stacks:
-            stack = self.stacks[rng.choice(list(self.stacks))]
+            if self._stack_ids[0] != self.stacks_version:
+                self._stack_ids = (self.stacks_version, list(self.stacks))
+            stack = self.stacks[rng.choice(self._stack_ids[1])]
             roll = rng.random()
             if not stack.isDisabled:
                 if roll < 0.12 and stack.worker_pool and stack.drift_schedule:
@@ -164,6 +176,7 @@ class World:
                     self._trigger(stack, "PROPOSED", push=True)
                 else:
                     self._trigger(stack, "TASK", triggered_by=rng.choice(["alice", "bob"]))
+        self._flush()
         rate = self._arrival_rate()
         if self.config.activity > 0 and rate:
             self._push(self._now + rng.expovariate(rate), "arrival")
@@ -215,12 +228,13 @@ class World:
             needsApproval=needs_approval,
             seq=self._run_seq,
             not_before=now + self._rand_duration("QUEUED"),
+            pool_key=stack.worker_pool,
         )
         if run_type == "PROPOSED" and not drift:
             # a newer push supersedes proposed runs that have not started yet
-            for old in list(self.waiting.values()):
-                same = old.stack_id == stack.id and old.type == "PROPOSED"
-                if same and not old.driftDetection and old.state in ("QUEUED", "READY"):
+            for old in stack.runs:
+                pending = old.state in ("QUEUED", "READY")
+                if pending and old.type == "PROPOSED" and not old.driftDetection:
                     self._set_state(old, "STOPPED", note="superseded by a newer push")
         run.updatedAt = int(now)
         self._record(run, "QUEUED")
@@ -230,7 +244,7 @@ class World:
         self.waiting[run.id] = run
         self._retain(stack)
         self._on_state(run)
-        self._push(run.not_before, "wake")
+        self._push(run.not_before, "wake", run.id)
         return run
 
     def _retain(self, stack: Stack) -> None:
@@ -259,7 +273,19 @@ class World:
         run.token += 1  # any event scheduled for the previous state is now stale
         if run.worker is not None and state not in ON_WORKER:
             self._release(run)
+        old = run.state
         self._record(run, state, note, user)
+        key = run.pool_key
+        if old in WAITING_FOR_WORKER:
+            self.pool_waiting.get(key, {}).pop(run.id, None)
+        if state in WAITING_FOR_WORKER:
+            self.pool_waiting.setdefault(key, {})[run.id] = run
+            heapq.heappush(self.pool_heap.setdefault(key, []), (run.priority(), run.seq, run.id))
+            self._dirty_pools.add(key)
+        if state in ON_WORKER:
+            self.on_worker[run.id] = run
+        else:
+            self.on_worker.pop(run.id, None)
         if state in TERMINAL:
             self.active.pop(run.id, None)
             self.waiting.pop(run.id, None)
@@ -267,6 +293,7 @@ class World:
             stack = self.stacks.get(run.stack_id)
             if stack is not None and stack.lock_holder == run.id:
                 stack.lock_holder = None
+                self._dirty_stacks.add(stack.id)
             if stack is not None and run.type == "TRACKED" and state == "FINISHED":
                 stack.isDrifted = False
         elif state in ("QUEUED", *WAITING_FOR_WORKER):
@@ -293,6 +320,7 @@ class World:
             stack.lastApplyAt = int(self._now)
 
     def _release(self, run: Run) -> None:
+        self._dirty_pools.add(run.pool_key)
         spent = self._now - run.started_at
         if run.worker == "public":
             self.public_pool.busy -= 1
@@ -308,8 +336,11 @@ class World:
     def _step_later(self, run: Run, phase: str) -> None:
         self._push(self._now + self._rand_duration(phase), "step", (run.id, run.token))
 
-    def _ev_wake(self, _: Any) -> None:
-        self._schedule()
+    def _ev_wake(self, run_id: Any) -> None:
+        run = self.runs.get(run_id) if run_id else None
+        if run is not None and run.state == "QUEUED":
+            self._try_promote(run)
+        self._flush()
 
     def _ev_step(self, payload: tuple[str, int]) -> None:
         run = self.runs.get(payload[0])
@@ -330,7 +361,7 @@ class World:
             self._goto(run, "APPLYING")
         elif s in ("APPLYING", "PERFORMING", "DESTROYING"):
             self._set_state(run, "FAILED" if rng.random() < fail else "FINISHED")
-        self._schedule()
+        self._flush()
 
     def _after_planning(self, run: Run, failed: bool) -> None:
         stack = self.stacks[run.stack_id]
@@ -366,31 +397,48 @@ class World:
             self._set_state(run, "CONFIRMED", user="alice")
         else:
             self._set_state(run, "DISCARDED", user="bob")
-        self._schedule()
+        self._flush()
 
     def _goto(self, run: Run, state: str) -> None:
         self._set_state(run, state)
         self._step_later(run, state)
 
-    def _schedule(self) -> None:
-        """Promote eligible QUEUED runs, then hand free workers to waiting runs by priority."""
-        now = self._now
-        for run in sorted(self.waiting.values(), key=lambda r: r.seq):
-            if run.state != "QUEUED" or run.needsApproval or run.not_before > now:
+    def _try_promote(self, run: Run) -> None:
+        """QUEUED -> READY once the delay passed, approval is given and the lock is free."""
+        if run.state != "QUEUED" or run.needsApproval or run.not_before > self._now:
+            return
+        stack = self.stacks[run.stack_id]
+        if run.type in BLOCKING_TYPES:
+            if stack.lock_holder is not None and stack.lock_holder != run.id:
+                return
+            stack.lock_holder = run.id
+        self._set_state(run, "READY")
+
+    def _flush(self) -> None:
+        """Promote runs on stacks whose lock was released, then dispatch touched pools."""
+        while self._dirty_stacks or self._dirty_pools:
+            while self._dirty_stacks:
+                stack = self.stacks.get(self._dirty_stacks.pop())
+                if stack is not None:
+                    for run in reversed(stack.runs):  # oldest first (FIFO)
+                        if run.state == "QUEUED":
+                            self._try_promote(run)
+            while self._dirty_pools:
+                self._dispatch(self._dirty_pools.pop())
+
+    def _dispatch(self, key: str | None) -> None:
+        """Hand free workers (or public slots) of one pool to its waiting runs by priority."""
+        heap, waiting = self.pool_heap.get(key), self.pool_waiting.get(key, {})
+        while heap:
+            run = waiting.get(heap[0][2])
+            if run is None:  # stale entry: the run left the queue
+                heapq.heappop(heap)
                 continue
-            stack = self.stacks[run.stack_id]
-            if run.type in BLOCKING_TYPES:
-                if stack.lock_holder is not None and stack.lock_holder != run.id:
-                    continue
-                stack.lock_holder = run.id
-            self._set_state(run, "READY")
-        ready = [r for r in self.waiting.values() if r.state in WAITING_FOR_WORKER]
-        ready.sort(key=lambda r: (r.priority(), r.seq))
-        for run in ready:
-            slot = self._free_slot(self.stacks[run.stack_id].worker_pool)
+            slot = self._free_slot(key)
             if slot is None:
-                continue
-            run.started_at = now
+                return
+            heapq.heappop(heap)
+            run.started_at = self._now
             if slot == "public":
                 self.public_pool.busy += 1
             else:
@@ -398,6 +446,16 @@ class World:
             nxt = {"CONFIRMED": "PREPARING_APPLY", "REPLAN_REQUESTED": "PREPARING_REPLAN"}
             run.worker = slot
             self._goto(run, nxt.get(run.state, "PREPARING"))
+
+    def _schedule(self) -> None:
+        """Full pass (after test mutations): promote every eligible run, dispatch every pool."""
+        for run in sorted(self.waiting.values(), key=lambda r: r.seq):
+            if run.state == "QUEUED":
+                self._try_promote(run)
+        self._dirty_pools.update(self.pool_heap)
+        self._dirty_pools.update(self.pools)
+        self._dirty_pools.add(None)
+        self._flush()
 
     def _free_slot(self, pool_id: str | None) -> Any:
         if pool_id is None:
@@ -411,192 +469,18 @@ class World:
     # ------------------------------------------------------------------ derived views
     def pool_runs(self, pool_id: str | None) -> tuple[list[Run], list[Run]]:
         """(in progress on the pool, waiting for a worker of the pool), each in queue order."""
-        running = [
-            r
-            for r in self.active.values()
-            if r.state in ON_WORKER and self.stacks[r.stack_id].worker_pool == pool_id
-        ]
+        running = [r for r in self.on_worker.values() if r.pool_key == pool_id]
         running.sort(key=lambda r: (r.started_at, r.seq))
-        pending = [
-            r
-            for r in self.waiting.values()
-            if r.state in WAITING_FOR_WORKER and self.stacks[r.stack_id].worker_pool == pool_id
-        ]
-        pending.sort(key=lambda r: (r.priority(), r.seq))
+        pending = sorted(
+            self.pool_waiting.get(pool_id, {}).values(), key=lambda r: (r.priority(), r.seq)
+        )
         return running, pending
-
-    # ------------------------------------------------------------------ test mutations
-    def _begin(self) -> None:
-        self.sync()
-        self._now = max(self._now, self.clock.now())
-
-    def trigger_run(
-        self,
-        stack_id: str,
-        run_type: str = "TRACKED",
-        *,
-        drift_detection: bool = False,
-        needs_approval: bool = False,
-        commit_timestamp: int | None = None,
-    ) -> Run:
-        with self.lock:
-            self._begin()
-            run = self._trigger(
-                self.stacks[stack_id],
-                run_type,
-                drift=drift_detection,
-                needs_approval=needs_approval,
-                push=run_type == "TRACKED",
-                triggered_by="tester" if not drift_detection else "drift-detection",
-                commit_timestamp=commit_timestamp,
-            )
-            self.sync()  # QUEUED -> READY happens after a short delay, on the event queue
-            return run
-
-    def approve(self, run_id: str) -> None:
-        with self.lock:
-            self._begin()
-            run = self.runs[run_id]
-            run.needsApproval = False
-            run.history[-1]["note"] = "approved"
-            self._schedule()
-
-    def confirm(self, run_id: str) -> None:
-        with self.lock:
-            self._begin()
-            run = self.runs[run_id]
-            if run.state != "UNCONFIRMED":
-                raise ValueError(f"run {run_id} is {run.state}, not UNCONFIRMED")
-            self._set_state(run, "CONFIRMED", user="tester")
-            self._schedule()
-
-    def discard(self, run_id: str) -> None:
-        with self.lock:
-            self._begin()
-            run = self.runs[run_id]
-            if run.terminal:
-                raise ValueError(f"run {run_id} is already {run.state}")
-            self._set_state(run, "DISCARDED", user="tester")
-            self._schedule()
-
-    def finish_run(self, run_id: str, state: str = "FINISHED") -> None:
-        """Force a run terminal now, releasing its worker and the stack lock."""
-        if state not in TERMINAL:
-            raise ValueError(f"{state} is not a terminal state")
-        with self.lock:
-            self._begin()
-            run = self.runs[run_id]
-            if not run.terminal:
-                self._set_state(run, state)
-            self._schedule()
-
-    def add_stack(self, stack_id: str | None = None, **fields: Any) -> Stack:
-        from .seed import make_stack
-
-        with self.lock:
-            self._begin()
-            stack = make_stack(self, random.Random(len(self.stacks) + 99), stack_id, **fields)
-            self.stacks[stack.id] = stack
-            self.stacks_version += 1
-            return stack
-
-    def delete_stack(self, stack_id: str) -> None:
-        with self.lock:
-            self._begin()
-            stack = self.stacks[stack_id]
-            for run in list(stack.runs):
-                if not run.terminal:
-                    self._set_state(run, "CANCELED", note="stack deleted")
-                self.runs.pop(run.id, None)
-            del self.stacks[stack_id]
-            self.stacks_version += 1
-            self._schedule()
-
-    def add_space(self, name: str, parent: str = "root") -> Space:
-        with self.lock:
-            self._begin()
-            sid = f"{name.lower().replace(' ', '-')}-{ulid(self._now, self.rng)}"
-            space = Space(id=sid, name=name, parentSpace=parent)
-            self.spaces[sid] = space
-            return space
-
-    def lock_stack(self, stack_id: str, by: str | None, note: str | None = None) -> None:
-        """Lock (by = user name) or unlock (by = None) a stack for exclusive use."""
-        with self.lock:
-            self._begin()
-            st = self.stacks[stack_id]
-            st.lockedBy = by
-            st.lockedAt = int(self._now) if by else None
-            st.lockNote = note if by else None
-
-    def set_workers(self, pool_id: str, count: int) -> None:
-        """Add idle workers or remove workers (idle ones first; busy ones fail their run)."""
-        with self.lock:
-            self._begin()
-            pool = self.pools[pool_id]
-            while len(pool.workers) < count:
-                n = len(pool.workers)
-                pool.workers.append(
-                    Worker(
-                        id=ulid(self._now, self.rng),
-                        pool_id=pool_id,
-                        createdAt=int(self._now),
-                        availableAt=int(self._now),
-                        metadata=metadata_json({"asg_id": f"{pool.name}-asg", "index": str(n)}),
-                    )
-                )
-            while len(pool.workers) > count:
-                idle = [w for w in pool.workers if not w.busy]
-                victim = idle[-1] if idle else pool.workers[-1]
-                if victim.busy and victim.run_id in self.runs:
-                    self._set_state(self.runs[victim.run_id], "FAILED", note="worker lost")
-                pool.workers.remove(victim)
-            pool.updatedAt = int(self._now)
-            self._schedule()
-
-    def set_drained(self, pool_id: str, drained: bool) -> None:
-        with self.lock:
-            self._begin()
-            for w in self.pools[pool_id].workers:
-                w.drained = drained
-            self._schedule()
-
-    def add_api_key(self, name: str, **fields: Any) -> ApiKey:
-        with self.lock:
-            self._begin()
-            kid = fields.pop("id", None) or ulid(self._now, self.rng)
-            key = ApiKey(id=kid, name=name, createdAt=fields.pop("createdAt", self.now()), **fields)
-            self.api_keys[kid] = key
-            return key
-
-    def delete_api_key(self, key_id: str) -> None:
-        with self.lock:
-            del self.api_keys[key_id]
-
-    def use_api_key(self, key_id: str) -> None:
-        with self.lock:
-            self._begin()
-            self.api_keys[key_id].lastUsedAt = self.now()
-
-    def add_api_key_binding(self, key_id: str, role_slug: str, space_id: str) -> dict[str, Any]:
-        with self.lock:
-            self._begin()
-            role = next(r for r in self.roles.values() if r.slug == role_slug)
-            binding = {
-                "id": ulid(self._now, self.rng),
-                "apiKeyID": key_id,
-                "roleID": role.id,
-                "spaceID": space_id,
-                "role": role,
-            }
-            self.api_keys[key_id].apiKeyRoleBindings.append(binding)
-            return binding
 
     # ------------------------------------------------------------------ accounting
     def used_minutes(self) -> tuple[int, int]:
         """(private, public) worker minutes, counting runs still on a worker up to now."""
         priv, pub = self.private_seconds, self.public_seconds
-        for r in self.active.values():
+        for r in self.on_worker.values():
             if r.worker is not None:
                 spent = self._now - r.started_at
                 if r.worker == "public":

@@ -201,3 +201,56 @@ def test_get_root_and_stop_frees_port(world) -> None:
         httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
     again = Simulator(world, port=port).start()  # the port is free again
     again.stop()
+
+
+def test_stop_ends_keep_alive_connections(world) -> None:
+    sim = Simulator(world).start()
+    c = Client(sim)
+    c.login()
+    assert c.post(VIEWER).status_code == 200  # the connection is now pooled
+    sim.stop()
+    with pytest.raises(httpx.TransportError):
+        c.post(VIEWER)
+
+
+def test_cli_prints_endpoint_and_serves() -> None:
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter.simulator", "--port", "0", "--stacks", "20"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "http://127.0.0.1:" in line and KEY_ID in line
+        url = line.split()[3]
+        r = httpx.post(
+            url, json={"query": EXCHANGE, "variables": {"id": KEY_ID, "secret": "sim-secret"}}
+        )
+        assert r.json()["data"]["apiKeyUser"]["jwt"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_short_ttl_and_401_for_expired_token(sim: Simulator) -> None:
+    sim.token_ttl = 30
+    c = Client(sim)
+    user = c.login()
+    assert user["validUntil"] == int(sim.world.clock.now()) + 30
+    sim.unauthorized_http_401 = True
+    assert c.post(VIEWER).status_code == 200
+    sim.world.advance(30)
+    assert c.post(VIEWER).status_code == 401
+
+
+def test_syntax_error_and_bad_variables(client: Client) -> None:
+    body = client.q("query { stacks { id ")
+    assert "data" not in body and body["errors"]
+    body = client.q("query S($id: ID!) { stack(id: $id) { id } }", {})
+    assert body["data"] is None and "$id" in body["errors"][0]["message"]
+    r = client.http.post(client.sim.url, content=b"not json")
+    assert r.status_code == 400

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from exporter.simulator import SimClock, World, WorldConfig
-from exporter.simulator.model import TERMINAL
+from exporter.simulator.model import TERMINAL, stack_state_for
 
 from .conftest import Client, make_world
 
@@ -179,17 +179,26 @@ def test_tracked_run_moves_to_finished(client: Client, world: World) -> None:
     assert body["data"]["stack"]["runs"][0]["id"] == run.id
 
 
-def test_second_tracked_run_waits_for_the_stack_lock(world: World) -> None:
+def test_second_tracked_run_waits_for_the_stack_lock(client: Client, world: World) -> None:
     sid = _stack_on_pool(world)
     first = world.trigger_run(sid)
     second = world.trigger_run(sid)
+    world.advance(30)
+    assert first.state not in ("QUEUED", "READY")  # a worker is free: it runs
+    assert second.state == "QUEUED"  # held back by the stack's run lock
+    q = "query B($id: ID!) { stack(id: $id) { blocked blocker { id } state } }"
+    stack = client.q(q, {"id": sid})["data"]["stack"]
+    assert stack["blocked"] is True and stack["blocker"] == {"id": first.id}
     world.advance(600)
-    assert first.state in ("UNCONFIRMED", "FINISHED") or first.terminal
-    if not first.terminal:
-        assert second.state == "QUEUED"
-        world.discard(first.id)
-    world.advance(20)
-    assert second.state != "QUEUED"
+    assert second.state == "QUEUED" or first.terminal
+    world.finish_run(first.id)
+    world.advance(15)
+    assert second.state not in ("QUEUED", "READY")
+    assert world.stacks[sid].state == stack_state_for(second.state)
+    # proposed runs do not take the lock
+    third = world.trigger_run(sid, "PROPOSED")
+    world.advance(15)
+    assert third.state != "QUEUED"
 
 
 def test_needs_approval_waits_in_queued(world: World) -> None:
@@ -320,3 +329,103 @@ def test_same_seed_same_world_via_api(clock: SimClock) -> None:
     a = make_world(clock, seed=5)
     b = make_world(SimClock(start=clock.now()), seed=5)
     assert _fingerprint(a) == _fingerprint(b)
+
+
+def test_stack_state_mapping() -> None:
+    assert stack_state_for("QUEUED") == "READY"
+    assert stack_state_for("CANCELED") == "DISCARDED"
+    assert stack_state_for("PENDING_REVIEW") == "UNCONFIRMED"
+    assert stack_state_for("APPLYING") == "APPLYING"
+
+
+def test_failures_and_discard(clock: SimClock) -> None:
+    w = make_world(clock, failure_rate=1.0)
+    sid = _stack_on_pool(w)
+    run = w.trigger_run(sid)
+    w.advance(600)
+    assert run.state == "FAILED" and w.stacks[sid].state == "FAILED"
+    assert w.stacks[sid].stateSetAt == run.updatedAt
+    w2 = make_world(SimClock(start=clock.now()), failure_rate=0.0)
+    run = w2.trigger_run(sid, "PROPOSED")
+    w2.discard(run.id)
+    assert run.state == "DISCARDED" and run.history[-1]["terminal"]
+
+
+def test_dead_pool_keeps_demand_visible(world: World) -> None:
+    pool_id = next(iter(world.pools))
+    stacks = [s.id for s in world.stacks.values() if s.worker_pool == pool_id][:3]
+    world.set_workers(pool_id, 0)
+    runs = [world.trigger_run(sid, "PROPOSED") for sid in stacks]
+    world.advance(3600)
+    assert all(r.state == "READY" for r in runs)
+    assert world.pools[pool_id].pendingRuns == len(stacks)
+    assert world.pools[pool_id].busyWorkers == 0 == world.pools[pool_id].workersCount
+
+
+def test_demo_simulator_serves_scenarios() -> None:
+    from exporter.simulator.demo import start_demo_simulator
+
+    sim = start_demo_simulator(stacks=40, seed=2)
+    try:
+        w = sim.world
+        states = {s.state for s in w.stacks.values()}
+        assert {"FAILED", "UNCONFIRMED"} <= states
+        assert any(s.lockedBy for s in w.stacks.values())
+        assert any(s.isDisabled for s in w.stacks.values())
+        assert any(s.isDrifted for s in w.stacks.values())
+        assert any(p.pendingRuns > 0 and len(p.workers) == 1 for p in w.pools.values())
+        c = Client(sim)
+        c.login()
+        assert c.q("query V { viewer { id } }")["data"]["viewer"]
+    finally:
+        sim.stop()
+
+
+def test_search_stacks_paging_survives_deletes_and_orders(client: Client, world: World) -> None:
+    def page(after, order):
+        inp = {"first": 10, "after": after, "orderBy": order}
+        return client.q(SEARCH, {"input": inp})["data"]["searchStacks"]
+
+    order = {"field": "createdAt", "direction": "DESC"}
+    first = page(None, order)
+    ids = [e["node"]["id"] for e in first["edges"]]
+    created = [world.stacks[i].createdAt for i in ids]
+    assert created == sorted(created, reverse=True)
+    world.delete_stack(ids[-1])  # the cursor's own stack disappears
+    rest, after = [], first["pageInfo"]["endCursor"]
+    while after:
+        data = page(after, order)
+        rest += [e["node"]["id"] for e in data["edges"]]
+        after = data["pageInfo"]["endCursor"] if data["pageInfo"]["hasNextPage"] else None
+    assert len(ids) - 1 + len(rest) == len(world.stacks)
+    assert not set(ids) & set(rest)
+
+
+def test_proposed_runs_tasks_and_single_run_lookups(client: Client, world: World) -> None:
+    sid = _stack_on_pool(world)
+    proposed = world.trigger_run(sid, "PROPOSED")
+    world.finish_run(proposed.id)
+    task = world.trigger_run(sid, "TASK")
+    q = """query L($id: ID!, $run: ID!) { stack(id: $id) {
+      proposedRuns { id type } tasks { id type } runs { id type } run(id: $run) { id stackId }
+    } runStack(runId: $run) { id } }"""
+    data = client.q(q, {"id": sid, "run": task.id})["data"]
+    st = data["stack"]
+    assert st["proposedRuns"][0] == {"id": proposed.id, "type": "PROPOSED"}
+    assert st["tasks"][0] == {"id": task.id, "type": "TASK"}
+    assert st["runs"][0]["id"] == task.id
+    assert all(r["type"] != "PROPOSED" for r in st["runs"])
+    assert st["run"] == {"id": task.id, "stackId": sid}
+    assert data["runStack"] == {"id": sid}
+    assert client.q(RUNS, {"id": sid, "before": "01NOTARUNID0000000000000000"})["data"][
+        "stack"
+    ] == {"runs": []}
+
+
+def test_newer_push_stops_pending_proposed_run(world: World) -> None:
+    sid = _stack_on_pool(world)
+    world.set_workers(world.stacks[sid].worker_pool, 0)
+    old = world.trigger_run(sid, "PROPOSED")
+    new = world.trigger_run(sid, "PROPOSED")
+    assert old.state == "STOPPED" and new.state == "QUEUED"
+    assert old.history[-1]["note"] == "superseded by a newer push"
