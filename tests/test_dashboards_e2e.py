@@ -46,11 +46,10 @@ BUILTINS = {
 # why. Empty: the world below is set up so that every panel has something to show.
 NO_DATA_EXPECTED: dict[tuple[str, str], str] = {}
 
-# Panels on metrics that issues 3 and 4 specify and their branches (`runs`, `access`) have
-# not merged yet. Their queries must still run without error; data is not required, and a
-# panel listed here that does return data fails the test so the list cannot go stale.
-# The lead deletes each block once its branch is merged (with PENDING_METRICS in
-# tests/test_dashboards.py).
+# Panels on metrics that issue 3 specifies and its branch (`runs`) has not merged yet. Their
+# queries must still run without error; data is not required, and a panel listed here that
+# does return data fails the test so the list cannot go stale. The lead deletes the block once
+# `runs` is merged (with PENDING_METRICS in tests/test_dashboards.py).
 PENDING_PANELS: set[tuple[str, str]] = {
     # --- issue 3, stacks and runs (branch `runs`) ---
     ("spacelift-overview", "Failed stacks"),
@@ -94,24 +93,6 @@ PENDING_PANELS: set[tuple[str, str]] = {
     ("spacelift-stacks", "Drifted stacks"),
     ("spacelift-stacks", "Disabled stacks"),
     ("spacelift-stacks", "All stacks by time in state"),
-    # --- issue 4, access (branch `access`) ---
-    ("spacelift-overview", "Root space-admin API key bindings"),
-    ("spacelift-access", "API keys"),
-    ("spacelift-access", "space-admin on root"),
-    ("spacelift-access", "Legacy admin keys"),
-    ("spacelift-access", "Keys without role bindings"),
-    ("spacelift-access", "Keys expiring within 7 days"),
-    ("spacelift-access", "API keys by kind"),
-    ("spacelift-access", "API key role bindings by role and space"),
-    ("spacelift-access", "API key role bindings over time"),
-    ("spacelift-access", "Time since last use"),
-    ("spacelift-access", "Never used"),
-    ("spacelift-access", "Time until expiry"),
-    ("spacelift-access", "Role bindings per key"),
-    ("spacelift-access", "Roles"),
-    ("spacelift-access", "Role bindings by role"),
-    ("spacelift-access", "Users by status"),
-    ("spacelift-access", "Seats in use and limit"),
 }
 
 SPEEDUP = 30.0  # simulated seconds per real second
