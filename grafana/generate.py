@@ -2,6 +2,7 @@
 
     python -m grafana.generate            # (re)write grafana/dashboards/<uid>.json
     python -m grafana.generate --check    # exit 1 if a committed file differs or is missing
+    python grafana/generate.py [--check]  # the same
 
 The JSON is deterministic (sorted keys, two-space indent, trailing newline), so a diff of a
 regenerated file shows exactly what changed in the source.
@@ -10,10 +11,14 @@ regenerated file shows exactly what changed in the source.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from pathlib import Path
 from typing import Any
+
+if not __package__:  # run as `python grafana/generate.py`: make `grafana` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
@@ -44,7 +49,15 @@ def check(out_dir: Path = OUT_DIR) -> list[str]:
         if not path.exists():
             problems.append(f"{name}: missing")
         elif path.read_text() != text:
-            problems.append(f"{name}: differs from the generator's output")
+            diff = difflib.unified_diff(
+                path.read_text().splitlines(),
+                text.splitlines(),
+                f"committed/{name}",
+                f"generated/{name}",
+                lineterm="",
+            )
+            shown = "\n".join(list(diff)[:40])
+            problems.append(f"{name}: differs from the generator's output\n{shown}")
     for path in sorted(out_dir.glob("*.json")):
         if path.name not in wanted:
             problems.append(f"{path.name}: not produced by the generator (remove it)")

@@ -119,9 +119,10 @@ def test_check_command_fails_when_the_committed_json_differs(tmp_path: Path) -> 
     assert generate.main(["--check", "--out", str(tmp_path)]) == 1
 
 
-def test_check_command_runs_as_documented() -> None:
+@pytest.mark.parametrize("command", [["-m", "grafana.generate"], ["grafana/generate.py"]])
+def test_check_command_runs_as_documented(command: list[str]) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "grafana.generate", "--check"],
+        [sys.executable, *command, "--check"],
         cwd=ROOT,
         capture_output=True,
         text=True,
