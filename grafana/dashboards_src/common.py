@@ -269,6 +269,10 @@ def _organize(columns: Mapping[str, str]) -> dm.DataTransformerConfig:
     )
 
 
+# A wall dashboard opens on every job and every account.
+ALL_SELECTED = dm.VariableOption(selected=True, text=["All"], value=["$__all"])
+
+
 def variables() -> list[cogbuilder.Builder[dm.VariableModel]]:
     """``datasource``, ``job`` and ``account``, as the dashboard linter wants them."""
     return [
@@ -285,7 +289,8 @@ def variables() -> list[cogbuilder.Builder[dm.VariableModel]]:
         .sort(dm.VariableSort.ALPHABETICAL_ASC)
         .multi(True)
         .include_all(True)
-        .all_value(".+"),
+        .all_value(".+")
+        .current(ALL_SELECTED),
         db.QueryVariable("account")
         .label("Account")
         .description("Spacelift account(s), as named in the exporter's configuration.")
@@ -295,7 +300,8 @@ def variables() -> list[cogbuilder.Builder[dm.VariableModel]]:
         .sort(dm.VariableSort.ALPHABETICAL_ASC)
         .multi(True)
         .include_all(True)
-        .all_value(".+"),
+        .all_value(".+")
+        .current(ALL_SELECTED),
     ]
 
 

@@ -45,7 +45,7 @@ def build() -> dm.Dashboard:
                 "Accounts down",
                 "Accounts whose Spacelift API did not give the exporter a well-formed, "
                 "authenticated answer at the last request (1 - spacelift_up). "
-                "Alert: SpaceliftExporterDown / token exchange failing.",
+                "Alerts: SpaceliftApiDown, SpaceliftApiTokenExchangeFailing.",
                 "short",
                 query(f"sum(1 - {sel('spacelift_up')})", instant=True),
                 thresholds=BAD_IF_ANY,
@@ -53,7 +53,8 @@ def build() -> dm.Dashboard:
             single(
                 "Areas failing",
                 "Account areas whose last poll failed, including those refused for lack of "
-                "permission (see the exporter health table below).",
+                "permission (see the exporter health table below). Alerts: "
+                "SpaceliftPollFailing, SpaceliftPollPermissionDenied.",
                 "short",
                 query(f"sum(1 - {sel('spacelift_poll_success')})", instant=True),
                 thresholds=WARN_IF_ANY,
@@ -67,7 +68,8 @@ def build() -> dm.Dashboard:
             ),
             single(
                 "Unconfirmed runs",
-                "Tracked runs waiting for a human to confirm their plan.",
+                "Tracked runs waiting for a human to confirm their plan. Alert: "
+                "SpaceliftRunUnconfirmed (after a day).",
                 "short",
                 query(f"sum({sel('spacelift_runs', is_('state', 'UNCONFIRMED'))}) or vector(0)"),
                 thresholds=WARN_IF_ANY,
@@ -91,7 +93,7 @@ def build() -> dm.Dashboard:
             single(
                 "Root space-admin API key bindings",
                 "API key role bindings granting space-admin on the root space: keys that can "
-                "do anything. Alert: a new one appeared.",
+                "do anything. Alert: SpaceliftApiKeyRootAdminAdded.",
                 "short",
                 query(
                     "sum("
