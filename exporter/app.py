@@ -23,6 +23,7 @@ from exporter.config import Config
 from exporter.errors import PartialPermissionDenied, SpaceliftError
 from exporter.exposition import Exposition
 from exporter.selfmetrics import SelfMetrics
+from exporter.statefile import StateFile, section_key
 from exporter.store import Key, Store
 
 log = logging.getLogger(__name__)
@@ -44,13 +45,21 @@ class App:
         self.self_metrics = SelfMetrics(self.registry)
         self.clients: dict[str, SpaceliftClient] = {}
         self.pollers: dict[Key, Poller] = {}
+        # --state.file: area state (the run ledger) restored here, saved after good polls.
+        self.state_file = StateFile(config.state_file) if config.state_file else None
+        saved = self.state_file.load() if self.state_file else {}
         for account in config.accounts:
             self.self_metrics.init_account(account.name)
             self.clients[account.name] = SpaceliftClient(
                 account, config.http, self.self_metrics, clock=clock, transport=transport
             )
             for area in account.enabled_areas():
-                ctx = AreaContext(account.name, account.areas[area].options)
+                ctx = AreaContext(
+                    account.name,
+                    account.areas[area].options,
+                    state=saved.get(section_key(account.name, area)),
+                    clock=clock,
+                )
                 self.pollers[(account.name, area)] = AREAS[area].create(ctx)
         self.store = Store(list(self.pollers))
         self.exposition = Exposition(self._collect, self.registry)
@@ -95,11 +104,21 @@ class App:
         else:
             duration = time.perf_counter() - started
             self.store.success(key, snapshot, self.clock(), duration)
+            self._save_state(key)
             log.debug("poll ok", extra={"account": account, "area": area, "seconds": duration})
             ok = True
         with self._render_lock:
             self.exposition.refresh()
         return ok
+
+    def _save_state(self, key: Key) -> None:
+        """Persist an area's state (pollers with ``export_state``) to --state.file."""
+        export = getattr(self.pollers[key], "export_state", None)
+        if self.state_file is None or export is None:
+            return
+        data = export()  # None: nothing changed since the last save
+        if data is not None:
+            self.state_file.save(section_key(*key), data)
 
     def poll_all(self) -> bool:
         """Poll every area once, accounts in parallel; True if all succeeded."""

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from exporter.areas import access, public_worker_pool, usage, worker_pools
+from exporter.areas import access, public_worker_pool, runs, stacks, usage, worker_pools
 from exporter.areas.base import AreaSpec, MetricDef
 
 AREAS: dict[str, AreaSpec] = {
     spec.name: spec
-    for spec in (worker_pools.SPEC, public_worker_pool.SPEC, usage.SPEC, access.SPEC)
+    for spec in (
+        worker_pools.SPEC,
+        public_worker_pool.SPEC,
+        usage.SPEC,
+        access.SPEC,
+        stacks.SPEC,
+        runs.SPEC,
+    )
 }
 
 

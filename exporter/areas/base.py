@@ -13,6 +13,7 @@ its metric definitions. The pipeline only knows this interface:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -142,6 +143,7 @@ class AreaContext:
     account: str
     options: Mapping[str, Any]
     state: Any = None  # area-owned persistent state (the run ledger), restored by the app
+    clock: Callable[[], float] = time.time  # "now" for ages and baselines (tests inject one)
 
 
 class DocumentPoller:

@@ -1,0 +1,530 @@
+"""The run ledger: every run the exporter knows, so each finished run is counted exactly once.
+
+There is no account-wide run search in Spacelift, so the runs area sees runs in pieces: the
+worker pools' queues (runs waiting for or holding a worker), and the run lists of the stacks it
+decides to look at (``stack.runs`` / ``stack.proposedRuns``, newest first). The ledger folds
+those pieces into one consistent picture and owns the counting rules:
+
+- A run is counted when it is first seen in a terminal state, once: its id moves from
+  ``active`` (or from nowhere) into ``done``. Seeing it again in a later poll changes nothing.
+- The **baseline**: a run whose terminal transition happened before ``baseline`` (the first
+  poll of an exporter without a state file) is history, never counted.
+- The **floor** of a (stack, list) pair: every run of that list created before it has been
+  examined already (counted, baseline, or still ``active``), so ``done`` only needs the ids at
+  or above the floor. The floor rises to the oldest still-active run (or the newest run seen),
+  which keeps the ledger small: a few ids per busy stack, not its whole history.
+- Runs never seen before but created after the floor are examined in full, whatever happened
+  between polls: a run that started and finished between two polls, or while the API was
+  down, or while the exporter was stopped (with a state file), is counted when its stack's
+  list is next read.
+
+Everything here is pure: the poller gathers observations (I/O), then calls ``apply`` once
+with all of them; a poll that fails half-way leaves the ledger untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+TERMINAL = frozenset({"FINISHED", "FAILED", "STOPPED", "CANCELED", "DISCARDED", "SKIPPED"})
+# Stack states meaning "no tracked run is in progress" (NONE: the stack never ran).
+STACK_AT_REST = frozenset({"NONE", *TERMINAL})
+
+RUNS = "runs"  # stack.runs: tracked runs, tasks, destroys
+PROPOSED = "proposed"  # stack.proposedRuns: proposed runs, drift detection included
+KINDS = (RUNS, PROPOSED)
+
+DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400)
+QUEUE_WAIT_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
+LEAD_TIME_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800)
+
+STATE_VERSION = 1
+# Polls a stack may be missing from the listing before its ledger entries are dropped (a stack
+# can slip between two pages when others are added or deleted during the listing).
+MISSING_GRACE = 2
+
+
+def kind_of(run_type: str) -> str:
+    return PROPOSED if run_type == "PROPOSED" else RUNS
+
+
+@dataclass(frozen=True)
+class RunObs:
+    """One run as read from the API (a queue node or an entry of a stack's run list)."""
+
+    id: str
+    stack_id: str
+    type: str
+    state: str
+    created_at: float
+    updated_at: float
+    drift: bool = False
+    needs_approval: bool = False
+    commit_ts: float | None = None
+    history: tuple[tuple[str, float], ...] = ()  # (state, timestamp), oldest first
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.type)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def entered_at(self) -> float:
+        """When the run entered its current state (the last history entry for it)."""
+        for state, ts in reversed(self.history):
+            if state == self.state:
+                return ts
+        return self.updated_at
+
+    def queue_wait(self) -> float | None:
+        """Seconds from READY to the first PREPARING (waiting for a worker), if both happened."""
+        ready: float | None = None
+        for state, ts in self.history:
+            if state == "READY":
+                ready = ts
+            elif state == "PREPARING":
+                return max(0.0, ts - ready) if ready is not None else None
+        return None
+
+    def to_json(self) -> list[Any]:
+        return [
+            self.id,
+            self.stack_id,
+            self.type,
+            self.state,
+            self.created_at,
+            self.updated_at,
+            self.drift,
+            self.needs_approval,
+            self.commit_ts,
+            [list(h) for h in self.history],
+        ]
+
+    @staticmethod
+    def from_json(raw: Any) -> RunObs:
+        rid, sid, rtype, state, created, updated, drift, approval, commit, hist = raw
+        return RunObs(
+            str(rid),
+            str(sid),
+            str(rtype),
+            str(state),
+            float(created),
+            float(updated),
+            bool(drift),
+            bool(approval),
+            None if commit is None else float(commit),
+            tuple((str(s), float(t)) for s, t in hist),
+        )
+
+
+@dataclass(frozen=True)
+class StackMark:
+    """What the runs area last saw of a stack in the listing."""
+
+    space: str
+    state: str
+    state_set_at: float | None
+    needs_approval: bool
+    tracked_commit: str = ""  # a push to the tracked branch changes it (and queues a run)
+
+
+@dataclass
+class ActiveRun:
+    obs: RunObs
+    space: str
+    in_queue: bool = False
+    seen_at: float = 0.0  # last poll that observed it (queue or run list)
+
+
+@dataclass
+class Hist:
+    """Non-cumulative bucket counts (+Inf last) and the sum of observations."""
+
+    counts: list[int]
+    total: float = 0.0
+
+    @staticmethod
+    def empty(buckets: Sequence[float]) -> Hist:
+        return Hist([0] * (len(buckets) + 1))
+
+    def observe(self, buckets: Sequence[float], value: float) -> None:
+        for i, bound in enumerate(buckets):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+        else:
+            self.counts[-1] += 1
+        self.total += value
+
+    def cumulative(self) -> tuple[float, ...]:
+        out, acc = [], 0
+        for c in self.counts:
+            acc += c
+            out.append(float(acc))
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class ListView:
+    """The runs read from one stack's list (all pages read this poll, newest first)."""
+
+    stack_id: str
+    kind: str
+    runs: tuple[RunObs, ...]
+    # True when the list was read to its end or down to runs already handled, so an active
+    # run of this list that is missing from ``runs`` no longer exists.
+    complete: bool
+
+
+@dataclass(frozen=True)
+class Want:
+    """Which lists of a stack to read this poll (and from which run on, for older pages)."""
+
+    runs: bool = False
+    proposed: bool = False
+    runs_before: str | None = None
+    proposed_before: str | None = None
+
+
+@dataclass
+class Ledger:
+    baseline: float
+    stacks: dict[str, StackMark] = field(default_factory=dict)
+    missing: dict[str, int] = field(default_factory=dict)
+    active: dict[str, ActiveRun] = field(default_factory=dict)
+    done: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+    floor: dict[tuple[str, str], float] = field(default_factory=dict)
+    # (space, stack_id, run_type, state) -> runs counted
+    finished: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    duration: dict[tuple[str, str, str], Hist] = field(default_factory=dict)
+    queue_wait: dict[tuple[str, str], Hist] = field(default_factory=dict)
+    lead_time: dict[str, Hist] = field(default_factory=dict)
+    sweep_cursor: str = ""
+    changed: bool = True  # something worth persisting happened since the last export
+
+    # -- questions the poller asks before reading run lists ---------------------------------
+
+    def handled(self, run: RunObs) -> bool:
+        """True if this run needs no attention (counted, baseline, or under the floor)."""
+        key = (run.stack_id, run.kind)
+        if run.id in self.active:
+            return False
+        if run.id in self.done.get(key, {}):
+            return True
+        if run.created_at < self.floor.get(key, -math.inf):
+            return True
+        return run.terminal and run_ended(run) < self.baseline
+
+    def needs_older_page(self, view_runs: Sequence[RunObs], stack_id: str, kind: str) -> bool:
+        """After reading a page: must the next (older) page be read too?
+
+        Yes when the oldest run read still needs attention (so older ones might too), or an
+        active run of this list is older than everything read.
+        """
+        if not view_runs:
+            return False
+        oldest = view_runs[-1]
+        if not self.handled(oldest):
+            return True
+        return any(
+            a.obs.stack_id == stack_id
+            and a.obs.kind == kind
+            and a.obs.created_at < oldest.created_at
+            for a in self.active.values()
+        )
+
+    def plan(
+        self,
+        listing: Mapping[str, StackMark],
+        queue: Iterable[RunObs],
+        batch: int,
+        now: float,
+        sweep_slots: int,
+    ) -> dict[str, Want]:
+        """Which stacks' run lists to read this poll.
+
+        Changed stacks (state, ``stateSetAt`` or ``needsApproval``), stacks whose runs left a
+        worker pool's queue, and, in otherwise spare slots of the last batch, a few stacks for
+        a sweep: first those with active runs seen neither in a queue nor lately, then every
+        stack in turn, which catches runs no other signal reveals.
+        """
+        wants: dict[str, Want] = {}
+
+        def want(sid: str, runs: bool = False, proposed: bool = False) -> None:
+            old = wants.get(sid, Want())
+            wants[sid] = Want(runs=old.runs or runs, proposed=old.proposed or proposed)
+
+        for sid, mark in listing.items():
+            old = self.stacks.get(sid)
+            if old is None:
+                if mark.state not in STACK_AT_REST or mark.needs_approval:
+                    want(sid, runs=True, proposed=mark.needs_approval)
+                continue
+            if (old.state, old.state_set_at, old.tracked_commit) != (
+                mark.state,
+                mark.state_set_at,
+                mark.tracked_commit,
+            ):
+                want(sid, runs=True)
+            if old.needs_approval != mark.needs_approval:
+                want(sid, runs=True, proposed=True)
+        in_queue = {r.id for r in queue}
+        for rid, a in self.active.items():
+            if a.obs.stack_id not in listing:
+                continue
+            if a.in_queue and rid not in in_queue:  # left the queue: finished, or waiting
+                want(a.obs.stack_id, runs=a.obs.kind == RUNS, proposed=a.obs.kind == PROPOSED)
+        if sweep_slots <= 0:
+            return wants
+        spare = (-len(wants)) % batch if wants else batch
+        spare = min(spare, sweep_slots)
+        if spare <= 0:
+            return wants
+        # Stacks with active runs that no queue shows, least recently seen first.
+        stale: dict[str, float] = {}
+        for rid, a in self.active.items():
+            sid = a.obs.stack_id
+            if sid in listing and sid not in wants and rid not in in_queue:
+                stale[sid] = min(stale.get(sid, math.inf), a.seen_at)
+        # At most half the spare slots for those, so the round-robin keeps moving.
+        for sid in sorted(stale, key=lambda s: (stale[s], s))[: max(1, spare // 2)]:
+            want(sid, runs=True, proposed=True)
+            spare -= 1
+        if spare > 0 and listing:
+            order = sorted(listing)
+            start = _bisect_after(order, self.sweep_cursor)
+            picked = 0
+            for i in range(len(order)):
+                sid = order[(start + i) % len(order)]
+                if sid in wants:
+                    continue
+                want(sid, runs=True, proposed=True)
+                picked += 1
+                self.sweep_cursor = sid  # advanced here; committed with the ledger
+                if picked >= spare:
+                    break
+        return wants
+
+    # -- folding a poll's observations in ----------------------------------------------------
+
+    def apply(
+        self,
+        listing: Mapping[str, StackMark],
+        queue: Sequence[RunObs],
+        views: Sequence[ListView],
+        now: float,
+    ) -> None:
+        """Fold one successful poll into the ledger."""
+        self.changed = True
+        for sid in list(self.stacks):
+            if sid in listing:
+                self.missing.pop(sid, None)
+                continue
+            self.missing[sid] = self.missing.get(sid, 0) + 1
+            if self.missing[sid] >= MISSING_GRACE:
+                self._forget_stack(sid)
+        for sid, mark in listing.items():
+            self.stacks[sid] = mark
+
+        in_queue = {r.id for r in queue}
+        for a in self.active.values():
+            a.in_queue = a.obs.id in in_queue
+        for run in queue:
+            qmark = listing.get(run.stack_id)
+            if qmark is None or run.terminal:
+                continue
+            self._see_active(run, qmark.space, now, in_queue=True)
+
+        for view in views:
+            vmark = listing.get(view.stack_id)
+            if vmark is None:
+                continue
+            self._apply_view(view, vmark.space, now, in_queue)
+
+    def _apply_view(self, view: ListView, space: str, now: float, in_queue: set[str]) -> None:
+        key = (view.stack_id, view.kind)
+        done = self.done.setdefault(key, {})
+        seen = set()
+        for run in view.runs:
+            seen.add(run.id)
+            if run.id in self.active:
+                if run.terminal:
+                    self._count(run, space)
+                    del self.active[run.id]
+                    done[run.id] = run.created_at
+                else:
+                    self._see_active(run, space, now, in_queue=run.id in in_queue)
+                continue
+            if self.handled(run):
+                continue
+            if run.terminal:
+                self._count(run, space)
+                done[run.id] = run.created_at
+            else:
+                self._see_active(run, space, now, in_queue=run.id in in_queue)
+        if view.complete:  # an active run missing from a complete list no longer exists
+            for rid, a in list(self.active.items()):
+                o = a.obs
+                if (
+                    o.stack_id == view.stack_id
+                    and o.kind == view.kind
+                    and rid not in seen
+                    and rid not in in_queue
+                ):
+                    del self.active[rid]
+        # Raise the floor: to the oldest run still active in this list, else the newest run.
+        if view.runs:
+            actives = [
+                a.obs.created_at
+                for a in self.active.values()
+                if a.obs.stack_id == view.stack_id and a.obs.kind == view.kind
+            ]
+            new_floor = min(actives) if actives else view.runs[0].created_at
+            new_floor = max(new_floor, self.floor.get(key, -math.inf))
+            self.floor[key] = new_floor
+            for rid, created in list(done.items()):
+                if created < new_floor:
+                    del done[rid]
+        if not done:
+            self.done.pop(key, None)
+
+    def _see_active(self, run: RunObs, space: str, now: float, *, in_queue: bool) -> None:
+        a = self.active.get(run.id)
+        if a is None:
+            self.active[run.id] = ActiveRun(run, space, in_queue, now)
+            return
+        if len(run.history) >= len(a.obs.history):
+            a.obs = run
+        a.space = space
+        a.in_queue = a.in_queue or in_queue
+        a.seen_at = now
+
+    def _count(self, run: RunObs, space: str) -> None:
+        state = run.state
+        key = (space, run.stack_id, run.type, state)
+        self.finished[key] = self.finished.get(key, 0) + 1
+        ended = run_ended(run)
+        self.duration.setdefault((space, run.type, state), Hist.empty(DURATION_BUCKETS)).observe(
+            DURATION_BUCKETS, max(0.0, ended - run.created_at)
+        )
+        wait = run.queue_wait()
+        if wait is not None:
+            self.queue_wait.setdefault((space, run.type), Hist.empty(QUEUE_WAIT_BUCKETS)).observe(
+                QUEUE_WAIT_BUCKETS, wait
+            )
+        if run.type == "TRACKED" and state == "FINISHED" and run.commit_ts is not None:
+            self.lead_time.setdefault(space, Hist.empty(LEAD_TIME_BUCKETS)).observe(
+                LEAD_TIME_BUCKETS, max(0.0, ended - run.commit_ts)
+            )
+
+    def _forget_stack(self, sid: str) -> None:
+        """A stack deleted for good: drop its entries; its counts stay in its space's total."""
+        self.stacks.pop(sid, None)
+        self.missing.pop(sid, None)
+        for rid in [rid for rid, a in self.active.items() if a.obs.stack_id == sid]:
+            del self.active[rid]
+        for kind in KINDS:
+            self.done.pop((sid, kind), None)
+            self.floor.pop((sid, kind), None)
+        for key in [k for k in self.finished if k[1] == sid]:
+            retired = (key[0], "", key[2], key[3])
+            self.finished[retired] = self.finished.get(retired, 0) + self.finished.pop(key)
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        def hists(d: Mapping[Any, Hist]) -> list[Any]:
+            return [
+                [list(k) if isinstance(k, tuple) else [k], h.counts, h.total] for k, h in d.items()
+            ]
+
+        return {
+            "version": STATE_VERSION,
+            "baseline": self.baseline,
+            "buckets": {
+                "duration": list(DURATION_BUCKETS),
+                "queue_wait": list(QUEUE_WAIT_BUCKETS),
+                "lead_time": list(LEAD_TIME_BUCKETS),
+            },
+            "stacks": {
+                sid: [m.space, m.state, m.state_set_at, m.needs_approval, m.tracked_commit]
+                for sid, m in self.stacks.items()
+            },
+            "missing": dict(self.missing),
+            "active": [
+                [a.obs.to_json(), a.space, a.in_queue, a.seen_at] for a in self.active.values()
+            ],
+            "done": [[sid, kind, ids] for (sid, kind), ids in self.done.items()],
+            "floor": [[sid, kind, f] for (sid, kind), f in self.floor.items()],
+            "finished": [[*k, v] for k, v in self.finished.items()],
+            "duration": hists(self.duration),
+            "queue_wait": hists(self.queue_wait),
+            "lead_time": hists(self.lead_time),
+            "sweep_cursor": self.sweep_cursor,
+        }
+
+    @staticmethod
+    def from_json(raw: Any) -> Ledger:
+        """Rebuild a ledger; raises ValueError (or KeyError/TypeError) on anything unexpected."""
+        if not isinstance(raw, dict) or raw.get("version") != STATE_VERSION:
+            raise ValueError("not a run ledger of a known version")
+        led = Ledger(baseline=float(raw["baseline"]))
+        for sid, (space, state, set_at, approval, commit) in raw["stacks"].items():
+            led.stacks[str(sid)] = StackMark(
+                str(space),
+                str(state),
+                None if set_at is None else float(set_at),
+                bool(approval),
+                str(commit),
+            )
+        led.missing = {str(k): int(v) for k, v in raw["missing"].items()}
+        for obs, space, in_queue, seen in raw["active"]:
+            run = RunObs.from_json(obs)
+            led.active[run.id] = ActiveRun(run, str(space), bool(in_queue), float(seen))
+        for sid, kind, ids in raw["done"]:
+            led.done[(str(sid), str(kind))] = {str(r): float(c) for r, c in ids.items()}
+        for sid, kind, f in raw["floor"]:
+            led.floor[(str(sid), str(kind))] = float(f)
+        for space, sid, rtype, state, value in raw["finished"]:
+            led.finished[(str(space), str(sid), str(rtype), str(state))] = int(value)
+        buckets = raw["buckets"]
+        if buckets.get("duration") == list(DURATION_BUCKETS):
+            for k, counts, total in raw["duration"]:
+                led.duration[(str(k[0]), str(k[1]), str(k[2]))] = _hist(counts, total, 13)
+        if buckets.get("queue_wait") == list(QUEUE_WAIT_BUCKETS):
+            for k, counts, total in raw["queue_wait"]:
+                led.queue_wait[(str(k[0]), str(k[1]))] = _hist(counts, total, 11)
+        if buckets.get("lead_time") == list(LEAD_TIME_BUCKETS):
+            for k, counts, total in raw["lead_time"]:
+                led.lead_time[str(k[0])] = _hist(counts, total, 11)
+        led.sweep_cursor = str(raw.get("sweep_cursor", ""))
+        return led
+
+
+def _hist(counts: Any, total: Any, n_buckets: int) -> Hist:
+    values = [int(c) for c in counts]
+    if len(values) != n_buckets + 1 or any(v < 0 for v in values):
+        raise ValueError("histogram of the wrong shape")
+    return Hist(values, float(total))
+
+
+def run_ended(run: RunObs) -> float:
+    """When a terminal run reached its terminal state."""
+    return run.entered_at
+
+
+def _bisect_after(order: Sequence[str], cursor: str) -> int:
+    lo, hi = 0, len(order)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if order[mid] <= cursor:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo % len(order) if order else 0

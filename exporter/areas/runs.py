@@ -1,0 +1,600 @@
+"""Runs: every active run by state, and each finished run counted exactly once.
+
+Spacelift has no account-wide run search, so reading every stack's runs each poll costs one
+request per stack. This area reads runs only where something happened, with a small, bounded
+number of requests per poll:
+
+1. ``searchStacks`` pages (50 stacks a page) with just ``id space state stateSetAt
+   needsApproval``: a tracked run moving changes its stack's state or ``stateSetAt``.
+2. One request for the queues of every worker pool (``workerPools { searchSchedulableRuns }``
+   plus ``publicWorkerPool``): the runs waiting for or holding a worker, with their current
+   state and history, so proposed runs and tasks (which never change a stack's state) are seen
+   too, and a run that leaves a queue marks its stack for a look.
+3. The run lists of the stacks that changed, ``BATCH`` stacks per request through GraphQL
+   aliases (``s0: stack(id: $s0) { runs ... }``), spare slots of the last batch spent on a
+   sweep that visits every stack in turn.
+
+So a poll of S stacks of which A changed costs about ``S/50 + 1 + A/20`` requests, never more
+than the naive ``S/50 + S``; accounts of up to ``BATCH`` stacks simply read every stack's runs
+in one request. The counting rules live in ``run_ledger``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from exporter.areas import parse as p
+from exporter.areas.base import (
+    AreaContext,
+    AreaSpec,
+    FamilyBuilder,
+    HistogramValue,
+    OptionSpec,
+    counter,
+    gauge,
+    histogram,
+)
+from exporter.areas.run_ledger import (
+    DURATION_BUCKETS,
+    LEAD_TIME_BUCKETS,
+    PROPOSED,
+    QUEUE_WAIT_BUCKETS,
+    RUNS,
+    Hist,
+    Ledger,
+    ListView,
+    RunObs,
+    StackMark,
+    Want,
+)
+from exporter.client import classify
+from exporter.errors import PermissionDeniedError
+
+if TYPE_CHECKING:
+    from exporter.client import Result, SpaceliftClient
+
+log = logging.getLogger(__name__)
+
+STACK_PAGE = 50  # searchStacks page size (what Spacelift's own clients use)
+QUEUE_PAGE = 100  # searchSchedulableRuns page size (what spacectl uses)
+BATCH = 20  # stacks per aliased run-list request
+RUNS_PAGE_HINT = 50  # a shorter runs page is the list's last (the server's page size, GUESS 50)
+MAX_RUN_PAGES = 5  # older pages read per stack list in one poll, at most
+
+RUN_FIELDS = """
+fragment SpaceliftExporterRunFields on Run {
+  id
+  type
+  state
+  createdAt
+  updatedAt
+  driftDetection
+  needsApproval
+  commit { timestamp }
+  history { state timestamp }
+}
+"""
+
+QUEUE_FIELDS = """
+fragment SpaceliftExporterQueue on SchedulableRunsConnection {
+  edges { node { stackId run { ...SpaceliftExporterRunFields } } }
+  pageInfo { endCursor hasNextPage }
+}
+"""
+
+STACKS_DOCUMENT = """
+query SpaceliftExporterRunStacks($input: SearchInput!) {
+  searchStacks(input: $input) {
+    edges { node { id space state stateSetAt needsApproval trackedCommit { hash } } }
+    pageInfo { endCursor hasNextPage }
+  }
+}
+"""
+
+QUEUES_DOCUMENT = (
+    """
+query SpaceliftExporterRunQueues($input: SearchInput!) {
+  workerPools { id searchSchedulableRuns(input: $input) { ...SpaceliftExporterQueue } }
+  publicWorkerPool { searchSchedulableRuns(input: $input) { ...SpaceliftExporterQueue } }
+}
+"""
+    + QUEUE_FIELDS
+    + RUN_FIELDS
+)
+
+# Without the public pool, for releases that refuse ``publicWorkerPool`` to API keys.
+PRIVATE_QUEUES_DOCUMENT = (
+    """
+query SpaceliftExporterRunQueuesPrivate($input: SearchInput!) {
+  workerPools { id searchSchedulableRuns(input: $input) { ...SpaceliftExporterQueue } }
+}
+"""
+    + QUEUE_FIELDS
+    + RUN_FIELDS
+)
+
+POOL_QUEUE_PAGE_DOCUMENT = (
+    """
+query SpaceliftExporterRunQueuePage($id: ID!, $input: SearchInput!) {
+  workerPool(id: $id) { searchSchedulableRuns(input: $input) { ...SpaceliftExporterQueue } }
+}
+"""
+    + QUEUE_FIELDS
+    + RUN_FIELDS
+)
+
+PUBLIC_QUEUE_PAGE_DOCUMENT = (
+    """
+query SpaceliftExporterPublicRunQueuePage($input: SearchInput!) {
+  publicWorkerPool { searchSchedulableRuns(input: $input) { ...SpaceliftExporterQueue } }
+}
+"""
+    + QUEUE_FIELDS
+    + RUN_FIELDS
+)
+
+BATCH_OPERATION = "SpaceliftExporterStackRuns"
+
+
+@lru_cache(maxsize=128)
+def batch_document(n: int) -> str:
+    """The aliased run-list document for ``n`` stacks (one fixed template per batch size).
+
+    Slot i takes ``$s<i>`` (stack id), ``$r<i>``/``$p<i>`` (read ``runs``/``proposedRuns``)
+    and ``$rb<i>``/``$pb<i>`` (``before`` cursors, null for the newest page).
+    """
+    if not 1 <= n <= 100:
+        raise ValueError("batch size must be 1..100")
+    params = ", ".join(
+        f"$s{i}: ID!, $r{i}: Boolean!, $rb{i}: ID, $p{i}: Boolean!, $pb{i}: ID" for i in range(n)
+    )
+    slots = "\n".join(
+        f"  s{i}: stack(id: $s{i}) {{ id"
+        f" runs(before: $rb{i}) @include(if: $r{i}) {{ ...SpaceliftExporterRunFields }}"
+        f" proposedRuns(before: $pb{i}) @include(if: $p{i}) {{ ...SpaceliftExporterRunFields }}"
+        " }"
+        for i in range(n)
+    )
+    return f"query {BATCH_OPERATION}({params}) {{\n{slots}\n}}\n{RUN_FIELDS}"
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+RUNS_NOW = gauge(
+    "spacelift_runs",
+    "Runs in each non-terminal state, at the last poll.",
+    "space",
+    "run_type",
+    "state",
+)
+OLDEST_AGE = gauge(
+    "spacelift_runs_oldest_age_seconds",
+    "How long the oldest run in this state has been in it (from its history), at the last poll.",
+    "space",
+    "run_type",
+    "state",
+)
+NEEDING_APPROVAL = gauge(
+    "spacelift_runs_needing_approval",
+    "Queued runs blocked on an approval policy, at the last poll.",
+    "space",
+)
+FINISHED = counter(
+    "spacelift_runs_finished_total",
+    "Runs that reached a terminal state, each counted once (stack_id is empty for deleted "
+    "stacks, or for all when the area's stack_id_label option is off).",
+    "space",
+    "stack_id",
+    "run_type",
+    "state",
+)
+DURATION = histogram(
+    "spacelift_run_duration_seconds",
+    "Time from a run's creation to its terminal state, for runs counted as finished.",
+    DURATION_BUCKETS,
+    "space",
+    "run_type",
+    "state",
+)
+QUEUE_WAIT = histogram(
+    "spacelift_run_queue_wait_seconds",
+    "Time a finished run waited for a worker (READY until PREPARING).",
+    QUEUE_WAIT_BUCKETS,
+    "space",
+    "run_type",
+)
+LEAD_TIME = histogram(
+    "spacelift_deployment_lead_time_seconds",
+    "Time from the commit's timestamp to the end of a tracked run that FINISHED.",
+    LEAD_TIME_BUCKETS,
+    "space",
+)
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def parse_run(raw: Any, stack_id: str, where: str) -> RunObs:
+    o = p.obj(raw, where)
+    commit = o.get("commit")
+    commit_ts = None
+    if commit is not None:
+        commit_ts = p.number(p.obj(commit, where + ".commit"), "timestamp", where + ".commit")
+    history = []
+    for i, h in enumerate(p.lst(o.get("history"), where + ".history")):
+        ho = p.obj(h, f"{where}.history[{i}]")
+        history.append(
+            (p.string(ho, "state", f"{where}.history[{i}]"), p.number(ho, "timestamp", where))
+        )
+    return RunObs(
+        id=p.string(o, "id", where),
+        stack_id=stack_id,
+        type=p.string(o, "type", where),
+        state=p.string(o, "state", where),
+        created_at=p.number(o, "createdAt", where),
+        updated_at=p.number(o, "updatedAt", where),
+        drift=p.boolean(o, "driftDetection", where),
+        needs_approval=p.boolean(o, "needsApproval", where),
+        commit_ts=commit_ts,
+        history=tuple(history),
+    )
+
+
+def parse_stacks_page(data: Any) -> tuple[dict[str, StackMark], str | None]:
+    """One searchStacks page -> ({stack id: mark}, cursor of the next page or None)."""
+    conn = p.obj(p.obj(data, "data").get("searchStacks"), "searchStacks")
+    marks: dict[str, StackMark] = {}
+    for i, edge in enumerate(p.lst(conn.get("edges"), "searchStacks.edges")):
+        where = f"searchStacks.edges[{i}].node"
+        node = p.obj(p.obj(edge, where).get("node"), where)
+        marks[p.string(node, "id", where)] = StackMark(
+            space=p.string(node, "space", where),
+            state=p.string(node, "state", where),
+            state_set_at=p.opt_number(node, "stateSetAt", where),
+            needs_approval=p.boolean(node, "needsApproval", where),
+            tracked_commit=_commit_hash(node.get("trackedCommit"), where),
+        )
+    return marks, _next_cursor(conn, "searchStacks")
+
+
+def _commit_hash(raw: Any, where: str) -> str:
+    if raw is None:
+        return ""
+    return p.string(p.obj(raw, where + ".trackedCommit"), "hash", where + ".trackedCommit")
+
+
+def parse_queue(raw: Any, where: str) -> tuple[list[RunObs], str | None]:
+    conn = p.obj(raw, where)
+    runs = []
+    for i, edge in enumerate(p.lst(conn.get("edges"), where + ".edges")):
+        w = f"{where}.edges[{i}].node"
+        node = p.obj(p.obj(edge, w).get("node"), w)
+        runs.append(parse_run(node.get("run"), p.string(node, "stackId", w), w + ".run"))
+    return runs, _next_cursor(conn, where)
+
+
+def _next_cursor(conn: Mapping[str, Any], where: str) -> str | None:
+    info = p.obj(conn.get("pageInfo"), where + ".pageInfo")
+    if not p.boolean(info, "hasNextPage", where + ".pageInfo"):
+        return None
+    cursor = p.opt_string(info, "endCursor", where + ".pageInfo")
+    return cursor or None
+
+
+# -- snapshot ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    runs: tuple[tuple[str, str, str, int, float], ...]  # space, type, state, count, oldest age
+    needing_approval: tuple[tuple[str, int], ...]  # space, count
+    finished: tuple[tuple[str, str, str, str, int], ...]  # space, stack, type, state, count
+    duration: tuple[tuple[tuple[str, ...], HistogramValue], ...]
+    queue_wait: tuple[tuple[tuple[str, ...], HistogramValue], ...]
+    lead_time: tuple[tuple[tuple[str, ...], HistogramValue], ...]
+    requests: int  # requests this poll made (for the budget bench and tests)
+
+
+def _hv(h: Hist) -> HistogramValue:
+    return HistogramValue(h.cumulative(), h.total)
+
+
+def build_snapshot(
+    ledger: Ledger,
+    listing: Mapping[str, StackMark],
+    now: float,
+    *,
+    stack_id_label: bool,
+    requests: int,
+) -> Snapshot:
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    approval: dict[str, int] = {}
+    for a in ledger.active.values():
+        mark = listing.get(a.obs.stack_id)
+        if mark is None:
+            continue
+        o = a.obs
+        groups.setdefault((mark.space, o.type, o.state), []).append(o.entered_at)
+        if o.needs_approval and o.state == "QUEUED":
+            approval[mark.space] = approval.get(mark.space, 0) + 1
+    runs = tuple(
+        (space, rtype, state, len(ts), max(0.0, now - min(ts)))
+        for (space, rtype, state), ts in sorted(groups.items())
+    )
+    finished: dict[tuple[str, str, str, str], int] = {}
+    for (space, sid, rtype, state), n in ledger.finished.items():
+        if stack_id_label:
+            if sid and sid not in listing:
+                continue  # deleted (or missing this poll): its series disappears
+            key = (space, sid, rtype, state)
+        else:
+            key = (space, "", rtype, state)
+        finished[key] = finished.get(key, 0) + n
+    return Snapshot(
+        runs=runs,
+        needing_approval=tuple(sorted(approval.items())),
+        finished=tuple((*k, v) for k, v in sorted(finished.items())),
+        duration=tuple((k, _hv(h)) for k, h in sorted(ledger.duration.items())),
+        queue_wait=tuple((k, _hv(h)) for k, h in sorted(ledger.queue_wait.items())),
+        lead_time=tuple(((k,), _hv(h)) for k, h in sorted(ledger.lead_time.items())),
+        requests=requests,
+    )
+
+
+# -- poller ------------------------------------------------------------------------------------
+
+
+class Poller:
+    def __init__(self, ctx: AreaContext) -> None:
+        self.account = ctx.account
+        self.clock = ctx.clock
+        self.stack_id_label = bool(ctx.options.get("stack_id_label", True))
+        self.batch = BATCH
+        self.ledger: Ledger | None = None
+        self._restored = ctx.state
+        self._public_refused = False
+        self._requests = 0
+
+    # -- persistence hook (the app saves this to --state.file after a good poll) -----------
+
+    def export_state(self) -> Any:
+        if self.ledger is None or not self.ledger.changed:
+            return None
+        self.ledger.changed = False
+        return self.ledger.to_json()
+
+    def _ledger(self, now: float) -> Ledger:
+        if self.ledger is None:
+            if self._restored is not None:
+                try:
+                    self.ledger = Ledger.from_json(self._restored)
+                    log.info(
+                        "run ledger restored from the state file",
+                        extra={"account": self.account, "baseline": self.ledger.baseline},
+                    )
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    log.warning(
+                        "run ledger in the state file is unusable, starting from a clean "
+                        "baseline (runs finished before now are not counted)",
+                        extra={"account": self.account, "error": repr(exc)[:200]},
+                    )
+            if self.ledger is None:
+                self.ledger = Ledger(baseline=now)
+            self._restored = None
+        return self.ledger
+
+    # -- polling -----------------------------------------------------------------------------
+
+    def poll(self, client: SpaceliftClient) -> Snapshot:
+        now = self.clock()
+        self._requests = 0
+        listing = self._list_stacks(client)
+        ledger = self._ledger(now)
+        if len(listing) <= self.batch:
+            # Small account: reading every stack's runs costs one request; no queue needed.
+            queue: list[RunObs] = []
+            wants = {sid: Want(runs=True, proposed=True) for sid in listing}
+        else:
+            queue = self._queues(client)
+            wants = ledger.plan(listing, queue, self.batch, now, sweep_slots=self.batch)
+        views = self._read_lists(client, ledger, wants)
+        ledger.apply(listing, queue, views, now)
+        return build_snapshot(
+            ledger, listing, now, stack_id_label=self.stack_id_label, requests=self._requests
+        )
+
+    def _query(
+        self, client: SpaceliftClient, document: str, variables: Mapping[str, Any]
+    ) -> Result:
+        self._requests += 1
+        return client.query(document, variables)
+
+    def _list_stacks(self, client: SpaceliftClient) -> dict[str, StackMark]:
+        listing: dict[str, StackMark] = {}
+        after: str | None = None
+        while True:
+            variables = {"input": {"first": STACK_PAGE, "after": after}}
+            data = self._query(client, STACKS_DOCUMENT, variables).require("searchStacks")
+            marks, after = parse_stacks_page(data)
+            listing.update(marks)
+            if after is None:
+                return listing
+
+    def _queues(self, client: SpaceliftClient) -> list[RunObs]:
+        variables = {"input": {"first": QUEUE_PAGE}}
+        data: Mapping[str, Any] | None = None
+        if not self._public_refused:
+            try:
+                data = self._query(client, QUEUES_DOCUMENT, variables).require(
+                    "workerPools", "publicWorkerPool"
+                )
+            except PermissionDeniedError:
+                log.info(
+                    "publicWorkerPool refused; reading private pool queues only",
+                    extra={"account": self.account},
+                )
+                self._public_refused = True
+        if data is None:
+            data = self._query(client, PRIVATE_QUEUES_DOCUMENT, variables).require("workerPools")
+        runs: list[RunObs] = []
+        for i, raw in enumerate(p.lst(data.get("workerPools"), "workerPools")):
+            where = f"workerPools[{i}]"
+            pool = p.obj(raw, where)
+            page, after = parse_queue(pool.get("searchSchedulableRuns"), where)
+            runs += page
+            pool_id = p.string(pool, "id", where)
+            while after is not None:
+                more = self._query(
+                    client,
+                    POOL_QUEUE_PAGE_DOCUMENT,
+                    {"id": pool_id, "input": {"first": QUEUE_PAGE, "after": after}},
+                ).require("workerPool")
+                pool_more = p.obj(more.get("workerPool"), "workerPool")
+                page, after = parse_queue(pool_more.get("searchSchedulableRuns"), where)
+                runs += page
+        if not self._public_refused:
+            public = p.obj(data.get("publicWorkerPool"), "publicWorkerPool")
+            page, after = parse_queue(public.get("searchSchedulableRuns"), "publicWorkerPool")
+            runs += page
+            while after is not None:
+                more = self._query(
+                    client,
+                    PUBLIC_QUEUE_PAGE_DOCUMENT,
+                    {"input": {"first": QUEUE_PAGE, "after": after}},
+                ).require("publicWorkerPool")
+                public = p.obj(more.get("publicWorkerPool"), "publicWorkerPool")
+                page, after = parse_queue(public.get("searchSchedulableRuns"), "publicWorkerPool")
+                runs += page
+        return runs
+
+    def _read_lists(
+        self, client: SpaceliftClient, ledger: Ledger, wants: Mapping[str, Want]
+    ) -> list[ListView]:
+        read: dict[tuple[str, str], list[RunObs]] = {}
+        pages: dict[tuple[str, str], int] = {}
+        complete: dict[tuple[str, str], bool] = {}
+        pending = sorted(wants.items())
+        while pending:
+            follow: list[tuple[str, Want]] = []
+            for start in range(0, len(pending), self.batch):
+                chunk = pending[start : start + self.batch]
+                variables: dict[str, Any] = {}
+                for i, (sid, w) in enumerate(chunk):
+                    variables.update(
+                        {
+                            f"s{i}": sid,
+                            f"r{i}": w.runs,
+                            f"rb{i}": w.runs_before,
+                            f"p{i}": w.proposed,
+                            f"pb{i}": w.proposed_before,
+                        }
+                    )
+                result = self._query(client, batch_document(len(chunk)), variables)
+                data = result.require()
+                if result.errors:  # a stack we could not read: try again next poll
+                    raise classify(result.operation, list(result.errors))
+                for i, (sid, w) in enumerate(chunk):
+                    node = data.get(f"s{i}")
+                    if node is None:  # deleted since the listing
+                        continue
+                    stack = p.obj(node, f"s{i}")
+                    nxt = Want()
+                    for kind, field, asked in (
+                        (RUNS, "runs", w.runs),
+                        (PROPOSED, "proposedRuns", w.proposed),
+                    ):
+                        if not asked:
+                            continue
+                        where = f"stack({sid}).{field}"
+                        page = [
+                            parse_run(r, sid, f"{where}[{j}]")
+                            for j, r in enumerate(p.lst(stack.get(field), where))
+                        ]
+                        key = (sid, kind)
+                        acc = read.setdefault(key, [])
+                        acc += page
+                        pages[key] = pages.get(key, 0) + 1
+                        more = len(page) >= RUNS_PAGE_HINT and ledger.needs_older_page(
+                            acc, sid, kind
+                        )
+                        if more and pages[key] <= MAX_RUN_PAGES:
+                            complete[key] = False
+                            if kind == RUNS:
+                                nxt = replace(nxt, runs=True, runs_before=page[-1].id)
+                            else:
+                                nxt = replace(nxt, proposed=True, proposed_before=page[-1].id)
+                        else:
+                            complete[key] = not more
+                            if more:
+                                log.warning(
+                                    "more new runs than pages read; older ones are skipped",
+                                    extra={"account": self.account, "stack": sid},
+                                )
+                    if nxt.runs or nxt.proposed:
+                        follow.append((sid, nxt))
+            pending = follow
+        return [
+            ListView(sid, kind, tuple(runs), complete[(sid, kind)])
+            for (sid, kind), runs in read.items()
+        ]
+
+    def collect(self, snapshot: Snapshot, out: FamilyBuilder) -> None:
+        for m in SPEC.metrics:
+            out.declare(m)
+        a = self.account
+        for space, rtype, state, count, age in snapshot.runs:
+            out.add(RUNS_NOW, (a, space, rtype, state), count)
+            out.add(OLDEST_AGE, (a, space, rtype, state), age)
+        for space, count in snapshot.needing_approval:
+            out.add(NEEDING_APPROVAL, (a, space), count)
+        for space, sid, rtype, state, n in snapshot.finished:
+            out.add(FINISHED, (a, space, sid, rtype, state), n)
+        for labels, hv in snapshot.duration:
+            out.add(DURATION, (a, *labels), hv)
+        for labels, hv in snapshot.queue_wait:
+            out.add(QUEUE_WAIT, (a, *labels), hv)
+        for labels, hv in snapshot.lead_time:
+            out.add(LEAD_TIME, (a, *labels), hv)
+
+
+def naive_requests(stacks: int) -> int:
+    """What reading every stack's runs costs: the listing plus one request per stack."""
+    return math.ceil(stacks / STACK_PAGE) + stacks if stacks else 1
+
+
+def budget(stacks: int, changed: int, pools: int) -> float:
+    """The issue's target for one steady-state poll: S/50 + A/20 + pools + 2."""
+    return stacks / STACK_PAGE + changed / BATCH + pools + 2
+
+
+SPEC = AreaSpec(
+    name="runs",
+    title="Runs",
+    default_interval=30.0,
+    create=Poller,
+    documents={
+        "SpaceliftExporterRunStacks": STACKS_DOCUMENT,
+        "SpaceliftExporterRunQueues": QUEUES_DOCUMENT,
+        "SpaceliftExporterRunQueuesPrivate": PRIVATE_QUEUES_DOCUMENT,
+        "SpaceliftExporterRunQueuePage": POOL_QUEUE_PAGE_DOCUMENT,
+        "SpaceliftExporterPublicRunQueuePage": PUBLIC_QUEUE_PAGE_DOCUMENT,
+        BATCH_OPERATION: batch_document(BATCH),
+    },
+    metrics=(RUNS_NOW, OLDEST_AGE, NEEDING_APPROVAL, FINISHED, DURATION, QUEUE_WAIT, LEAD_TIME),
+    permission="Read on the spaces of the stacks (`searchStacks`, `stack.runs`, "
+    "`stack.proposedRuns`) and of the worker pools (`searchSchedulableRuns`); runs in spaces "
+    "the key cannot read are not seen.",
+    options={
+        "stack_id_label": OptionSpec(
+            bool,
+            True,
+            "true or false: keep the stack_id label on spacelift_runs_finished_total "
+            "(false: one series per space, run type and state)",
+        ),
+    },
+)

@@ -1,0 +1,91 @@
+"""``--state.file``: what areas need to survive a restart (the run ledger), as one JSON file.
+
+One section per (account, area). Written atomically (temp file in the same directory, fsync,
+rename), so a crash mid-write leaves the previous file. A missing file is a first start; a
+corrupt or unreadable one is logged and ignored: the areas start from a clean baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FORMAT = "spacelift-exporter-state/1"
+
+
+def section_key(account: str, area: str) -> str:
+    return f"{account}/{area}"
+
+
+class StateFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._sections: dict[str, Any] = {}
+
+    def load(self) -> dict[str, Any]:
+        """Read the file; {} (with a log line) when it is missing, unreadable or corrupt."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            log.info(
+                "no state file yet, starting from a clean baseline", extra={"path": str(self.path)}
+            )
+            return {}
+        except OSError as exc:
+            log.warning(
+                "state file unreadable, starting from a clean baseline",
+                extra={"path": str(self.path), "error": exc.strerror},
+            )
+            return {}
+        try:
+            raw = json.loads(text)
+            if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+                raise ValueError("not a spacelift-exporter state file")
+            sections = raw["sections"]
+            if not isinstance(sections, dict):
+                raise ValueError("sections is not a mapping")
+        except (ValueError, KeyError) as exc:
+            log.warning(
+                "state file corrupt, starting from a clean baseline",
+                extra={"path": str(self.path), "error": str(exc)[:200]},
+            )
+            return {}
+        with self._lock:
+            self._sections = dict(sections)
+        return dict(sections)
+
+    def save(self, key: str, data: Any) -> bool:
+        """Replace one section and rewrite the file atomically; False (logged) on failure."""
+        with self._lock:
+            self._sections[key] = data
+            payload = json.dumps(
+                {"format": FORMAT, "sections": self._sections}, separators=(",", ":")
+            )
+            directory = self.path.parent
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", dir=directory)
+                try:
+                    with os.fdopen(fd, "w") as f:
+                        f.write(payload)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(tmp, self.path)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+            except OSError as exc:
+                log.warning(
+                    "cannot write the state file",
+                    extra={"path": str(self.path), "error": exc.strerror},
+                )
+                return False
+            return True

@@ -1,0 +1,270 @@
+"""The run ledger on hand-built observations: counting rules, planning, persistence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from exporter.areas.run_ledger import (
+    MISSING_GRACE,
+    PROPOSED,
+    RUNS,
+    Ledger,
+    ListView,
+    RunObs,
+    StackMark,
+)
+from exporter.areas.runs import parse_run
+
+T0 = 1_000_000.0
+SPACE = "space-a"
+
+
+def run(
+    rid: str,
+    state: str,
+    created: float,
+    *,
+    stack: str = "s1",
+    rtype: str = "TRACKED",
+    path: tuple[str, ...] = (),
+    step: float = 10,
+    commit: float | None = None,
+    approval: bool = False,
+) -> RunObs:
+    states = path or ("QUEUED", "READY", "PREPARING", "PLANNING", state)
+    if states[-1] != state:
+        states = (*states, state)
+    history = tuple((s, created + i * step) for i, s in enumerate(states))
+    return RunObs(
+        rid,
+        stack,
+        rtype,
+        state,
+        created,
+        history[-1][1],
+        needs_approval=approval,
+        commit_ts=commit,
+        history=history,
+    )
+
+
+def mark(state: str = "FINISHED", at: float = T0, approval: bool = False) -> StackMark:
+    return StackMark(SPACE, state, at, approval)
+
+
+def view(*runs: RunObs, stack: str = "s1", kind: str = RUNS, complete: bool = True) -> ListView:
+    return ListView(stack, kind, tuple(runs), complete)
+
+
+def total(led: Ledger) -> int:
+    return sum(led.finished.values())
+
+
+def test_terminal_runs_before_the_baseline_are_history() -> None:
+    led = Ledger(baseline=T0)
+    old = run("r1", "FINISHED", T0 - 500)
+    led.apply({"s1": mark()}, [], [view(old)], T0)
+    assert total(led) == 0
+
+
+def test_a_run_seen_in_many_polls_is_counted_once() -> None:
+    led = Ledger(baseline=T0)
+    listing = {"s1": mark()}
+    active = run("r1", "PLANNING", T0 + 10)
+    led.apply(listing, [], [view(active)], T0 + 40)
+    assert "r1" in led.active and total(led) == 0
+    done = run("r1", "FINISHED", T0 + 10)
+    for i in range(4):
+        led.apply(listing, [], [view(done)], T0 + 100 + i)
+    assert led.finished == {(SPACE, "s1", "TRACKED", "FINISHED"): 1}
+    assert "r1" not in led.active
+
+
+def test_a_run_never_seen_active_is_counted_when_first_seen_terminal() -> None:
+    led = Ledger(baseline=T0)
+    r = run("r1", "FAILED", T0 + 5, commit=T0 - 100)
+    led.apply({"s1": mark()}, [], [view(r)], T0 + 100)
+    assert led.finished == {(SPACE, "s1", "TRACKED", "FAILED"): 1}
+    assert led.lead_time == {}  # only FINISHED tracked runs
+    led.apply({"s1": mark()}, [], [view(r)], T0 + 200)
+    assert total(led) == 1
+
+
+def test_histograms_duration_queue_wait_and_lead_time() -> None:
+    led = Ledger(baseline=T0)
+    r = run("r1", "FINISHED", T0 + 100, step=40, commit=T0 - 1000)  # 5 states, 40 s apart
+    led.apply({"s1": mark()}, [], [view(r)], T0 + 1000)
+    d = led.duration[(SPACE, "TRACKED", "FINISHED")]
+    assert d.total == 160 and sum(d.counts) == 1
+    q = led.queue_wait[(SPACE, "TRACKED")]
+    assert q.total == 40  # READY at +40, PREPARING at +80
+    lt = led.lead_time[SPACE]
+    assert lt.total == (T0 + 260) - (T0 - 1000)
+    assert d.cumulative()[-1] == 1.0
+
+
+def test_queue_wait_takes_the_ready_right_before_the_first_preparing() -> None:
+    r = RunObs(
+        "r",
+        "s",
+        "TRACKED",
+        "FINISHED",
+        0,
+        90,
+        history=(
+            ("QUEUED", 0),
+            ("READY", 5),
+            ("PREPARING", 20),
+            ("CONFIRMED", 60),
+            ("FINISHED", 90),
+        ),
+    )
+    assert r.queue_wait() == 15
+    assert RunObs("r", "s", "TASK", "CANCELED", 0, 1, history=(("QUEUED", 0),)).queue_wait() is None
+
+
+def test_floor_keeps_the_ledger_small_and_blocks_recounts() -> None:
+    led = Ledger(baseline=T0)
+    listing = {"s1": mark()}
+    runs = [run(f"r{i:02d}", "FINISHED", T0 + i * 100) for i in range(30)][::-1]
+    led.apply(listing, [], [view(*runs)], T0 + 5000)
+    assert total(led) == 30
+    assert sum(len(d) for d in led.done.values()) <= 1  # only the newest, at the floor
+    led.apply(listing, [], [view(*runs)], T0 + 6000)
+    assert total(led) == 30
+
+
+def test_floor_stays_under_the_oldest_active_run() -> None:
+    led = Ledger(baseline=T0)
+    listing = {"s1": mark()}
+    stuck = run("a", "UNCONFIRMED", T0 + 10)
+    newer = run("b", "FINISHED", T0 + 50)
+    led.apply(listing, [], [view(newer, stuck)], T0 + 100)
+    assert led.floor[("s1", RUNS)] == T0 + 10
+    discarded = run("a", "DISCARDED", T0 + 10)
+    led.apply(listing, [], [view(newer, discarded)], T0 + 200)
+    assert led.finished == {
+        (SPACE, "s1", "TRACKED", "FINISHED"): 1,
+        (SPACE, "s1", "TRACKED", "DISCARDED"): 1,
+    }
+
+
+def test_an_active_run_missing_from_a_complete_list_is_dropped_uncounted() -> None:
+    led = Ledger(baseline=T0)
+    listing = {"s1": mark()}
+    led.apply(listing, [], [view(run("a", "PLANNING", T0 + 1))], T0 + 10)
+    led.apply(listing, [], [view(run("b", "FINISHED", T0 + 5), complete=True)], T0 + 20)
+    assert "a" not in led.active
+    assert total(led) == 1
+    led.apply(listing, [], [view(run("c", "PLANNING", T0 + 30))], T0 + 40)
+    led.apply(listing, [], [view(complete=False)], T0 + 50)  # incomplete: keep it
+    assert "c" in led.active
+
+
+def test_plan_reads_changed_stacks_and_queue_leavers() -> None:
+    led = Ledger(baseline=T0)
+    listing = {f"s{i}": mark() for i in range(5)}
+    q = run("q", "PLANNING", T0, stack="s3", rtype="PROPOSED")
+    led.apply(listing, [q], [], T0)
+    assert led.active["q"].in_queue
+
+    changed = dict(listing)
+    changed["s1"] = mark("APPLYING", T0 + 5)
+    changed["s2"] = mark(approval=True)
+    wants = led.plan(changed, [], batch=5, now=T0 + 30, sweep_slots=0)
+    assert wants["s1"].runs and not wants["s1"].proposed
+    assert wants["s2"].runs and wants["s2"].proposed
+    assert wants["s3"].proposed and not wants["s3"].runs  # left the queue
+    assert set(wants) == {"s1", "s2", "s3"}
+
+
+def test_plan_at_first_sight_reads_only_busy_stacks() -> None:
+    led = Ledger(baseline=T0)
+    listing = {"idle": mark("FINISHED"), "busy": mark("PLANNING"), "never": mark("NONE")}
+    wants = led.plan(listing, [], batch=20, now=T0, sweep_slots=0)
+    assert set(wants) == {"busy"}
+
+
+def test_sweep_fills_spare_slots_and_walks_every_stack() -> None:
+    led = Ledger(baseline=T0)
+    listing = {f"s{i:02d}": mark() for i in range(10)}
+    led.apply(listing, [], [], T0)
+    seen: set[str] = set()
+    for i in range(5):
+        wants = led.plan(listing, [], batch=4, now=T0 + i, sweep_slots=4)
+        assert len(wants) == 4
+        seen |= set(wants)
+    assert seen == set(listing)
+
+
+def test_deleted_stack_is_forgotten_after_the_grace_and_its_counts_retire() -> None:
+    led = Ledger(baseline=T0)
+    listing = {"s1": mark(), "s2": mark()}
+    led.apply(listing, [], [view(run("r", "FINISHED", T0 + 1))], T0 + 10)
+    led.apply(listing, [], [view(run("a", "PLANNING", T0 + 20))], T0 + 30)
+    for i in range(MISSING_GRACE):
+        assert "s1" in led.stacks
+        led.apply({"s2": mark()}, [], [], T0 + 40 + i)
+    assert "s1" not in led.stacks and "a" not in led.active
+    assert led.finished == {(SPACE, "", "TRACKED", "FINISHED"): 1}
+
+
+def test_needs_older_page_when_everything_read_is_new() -> None:
+    led = Ledger(baseline=T0)
+    new = [run(f"n{i}", "FINISHED", T0 + 100 - i) for i in range(3)]
+    assert led.needs_older_page(new, "s1", RUNS)
+    old = [*new, run("o", "FINISHED", T0 - 1000)]
+    assert not led.needs_older_page(old, "s1", RUNS)
+
+
+def test_state_round_trips_through_json() -> None:
+    led = Ledger(baseline=T0)
+    listing = {"s1": mark(), "s2": StackMark("space-b", "PLANNING", None, True, "abc")}
+    led.apply(
+        listing,
+        [run("q", "PLANNING", T0 + 3, stack="s2", rtype="PROPOSED")],
+        [
+            view(run("r", "FINISHED", T0 + 1, commit=T0 - 60), run("x", "FINISHED", T0 - 9999)),
+            view(run("p", "UNCONFIRMED", T0 + 2, stack="s2"), stack="s2"),
+        ],
+        T0 + 50,
+    )
+    text = json.dumps(led.to_json())
+    back = Ledger.from_json(json.loads(text))
+    assert back.to_json() == led.to_json()
+    assert back.active["q"].in_queue and back.active["q"].obs == led.active["q"].obs
+    assert back.finished == led.finished and back.lead_time.keys() == led.lead_time.keys()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [None, [], {"version": 99}, {"version": 1, "baseline": "x"}, {"version": 1, "baseline": 1}],
+)
+def test_bad_state_raises(raw: object) -> None:
+    with pytest.raises((ValueError, KeyError, TypeError)):
+        Ledger.from_json(raw)
+
+
+def test_parse_run_from_an_api_answer() -> None:
+    raw = {
+        "id": "01ABC",
+        "type": "PROPOSED",
+        "state": "FINISHED",
+        "createdAt": 10,
+        "updatedAt": 50,
+        "driftDetection": True,
+        "needsApproval": False,
+        "commit": {"timestamp": 5},
+        "history": [
+            {"state": "QUEUED", "timestamp": 10},
+            {"state": "FINISHED", "timestamp": 50},
+        ],
+    }
+    r = parse_run(raw, "stack", "x")
+    assert r.kind == PROPOSED and r.drift and r.commit_ts == 5 and r.entered_at == 50
+    from exporter.errors import MalformedResponseError
+
+    with pytest.raises(MalformedResponseError):
+        parse_run({**raw, "history": None}, "stack", "x")
