@@ -1,6 +1,6 @@
 """Every dashboard query, run against a real Prometheus that scraped the real exporter.
 
-simulator (in-process, its clock running 30x so runs start, wait, fail and finish while the
+simulator (in-process, its clock running 60x so runs start, wait, fail and finish while the
 test watches) -> ``python -m exporter`` (every area polled every 5 s) -> Prometheus from the
 Debian package (1 s scrape). Then, with the dashboard variables substituted the way Grafana
 does: every variable query returns the job and account, every panel target evaluates
@@ -46,56 +46,13 @@ BUILTINS = {
 # why. Empty: the world below is set up so that every panel has something to show.
 NO_DATA_EXPECTED: dict[tuple[str, str], str] = {}
 
-# Panels on metrics that issue 3 specifies, mapped to the branch they wait for (`runs`, not
-# merged yet). Their queries must still run without error; data is not required, and a panel
-# listed here that does return data fails the test so the list cannot go stale. The lead
-# empties this once `runs` is merged (with PENDING_METRICS in tests/test_dashboards.py).
-PENDING_PANELS: dict[tuple[str, str], str] = {
-    # --- issue 3, stacks and runs (branch `runs`) ---
-    ("spacelift-overview", "Failed stacks"): "runs",
-    ("spacelift-overview", "Unconfirmed runs"): "runs",
-    ("spacelift-overview", "Longest wait for a worker"): "runs",
-    ("spacelift-overview", "Runs by state now"): "runs",
-    ("spacelift-overview", "Finished runs by outcome"): "runs",
-    ("spacelift-overview", "Stacks by state"): "runs",
-    ("spacelift-overview", "Run failure ratio"): "runs",
-    ("spacelift-overview", "Locked stacks"): "runs",
-    ("spacelift-overview", "Drifted stacks"): "runs",
-    ("spacelift-overview", "Disabled stacks"): "runs",
-    ("spacelift-overview", "Runs needing approval"): "runs",
-    ("spacelift-runs", "Active runs by state"): "runs",
-    ("spacelift-runs", "Active runs by type"): "runs",
-    ("spacelift-runs", "Oldest run in each state"): "runs",
-    ("spacelift-runs", "Oldest runs by space, type and state"): "runs",
-    ("spacelift-runs", "Runs needing approval"): "runs",
-    ("spacelift-runs", "Runs needing approval by space"): "runs",
-    ("spacelift-runs", "Finished runs by outcome"): "runs",
-    ("spacelift-runs", "Finished runs by type"): "runs",
-    ("spacelift-runs", "Failure ratio"): "runs",
-    ("spacelift-runs", "Deployments"): "runs",
-    ("spacelift-runs", "Failed runs by space"): "runs",
-    ("spacelift-runs", "Run duration"): "runs",
-    ("spacelift-runs", "Queue wait"): "runs",
-    ("spacelift-runs", "Deployment lead time"): "runs",
-    ("spacelift-runs", "Run duration p90 by type"): "runs",
-    ("spacelift-runs", "Queue wait p90 by space"): "runs",
-    ("spacelift-stacks", "Stacks"): "runs",
-    ("spacelift-stacks", "Failed"): "runs",
-    ("spacelift-stacks", "Locked"): "runs",
-    ("spacelift-stacks", "Drifted"): "runs",
-    ("spacelift-stacks", "Disabled"): "runs",
-    ("spacelift-stacks", "Spaces"): "runs",
-    ("spacelift-stacks", "Stacks by state"): "runs",
-    ("spacelift-stacks", "Stacks by space and state"): "runs",
-    ("spacelift-stacks", "Locked, drifted and disabled stacks by space"): "runs",
-    ("spacelift-stacks", "Failed stacks"): "runs",
-    ("spacelift-stacks", "Locked stacks"): "runs",
-    ("spacelift-stacks", "Drifted stacks"): "runs",
-    ("spacelift-stacks", "Disabled stacks"): "runs",
-    ("spacelift-stacks", "All stacks by time in state"): "runs",
-}
+# Panels on metrics listed in PENDING_METRICS (tests/test_dashboards.py), mapped to the branch
+# they wait for. Their queries must still run without error; data is not required, and a
+# panel listed here that returns data fails the test so the list cannot go stale. Empty now:
+# the stacks, runs and access areas are merged.
+PENDING_PANELS: dict[tuple[str, str], str] = {}
 
-SPEEDUP = 30.0  # simulated seconds per real second
+SPEEDUP = 60.0  # simulated seconds per real second
 DAY = 86400
 
 
@@ -105,10 +62,10 @@ DAY = 86400
 def build_world() -> World:
     """A lively account with one of everything a panel shows.
 
-    The clock starts an hour in the past and runs 30x, so simulated timestamps stay behind
+    The clock starts two hours in the past and runs 60x, so simulated timestamps stay behind
     Prometheus' time() (ages are positive) while runs move through every state in seconds.
     """
-    clock = SimClock(start=time.time() - 3600)
+    clock = SimClock(start=time.time() - 7200)
     world = World(
         WorldConfig(seed=6, stacks=40, spaces=4, pools=3, workers_per_pool=2, activity=10.0),
         clock,
@@ -174,7 +131,7 @@ def stack() -> Iterator[Stack]:
     with (
         Simulator(world, token_ttl=7 * DAY) as sim,
         Clockwork(world),
-        # tokens outlive the test in real time too (the simulated clock is an hour behind)
+        # tokens outlive the test in real time too (the simulated clock is behind real time)
         ExporterProcess(sim.url, {"areas": areas}) as exporter,
         PrometheusProcess([exporter.url.removeprefix("http://")], job=JOB) as prom,
     ):
