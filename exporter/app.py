@@ -123,7 +123,8 @@ class App:
     def poll_all(self) -> bool:
         """Poll every area once, accounts in parallel; True if all succeeded."""
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(self.pollers)))) as pool:
-            return all(pool.map(self.poll, list(self.pollers)))
+            results = list(pool.map(self.poll, list(self.pollers)))  # every poll runs
+        return all(results)
 
     def ready(self) -> bool:
         return all(st.settled for _, st in self.store.items())
@@ -134,7 +135,16 @@ class App:
 
     def _collect(self, out: FamilyBuilder) -> None:
         items = self.store.items()
-        health.collect(items, {n: c.reachable for n, c in self.clients.items()}, out)
+        health.collect(items, out)
         for key, st in items:
-            if st.snapshot is not None:
-                self.pollers[key].collect(st.snapshot, out)
+            if st.snapshot is None:
+                continue
+            # Each area renders into its own builder: a bug in one area's collector drops
+            # that area's series (and says so in the log), never the whole exposition.
+            scratch = FamilyBuilder()
+            try:
+                self.pollers[key].collect(st.snapshot, scratch)
+            except Exception:
+                log.exception("rendering failed", extra={"account": key[0], "area": key[1]})
+                continue
+            out.extend(scratch)

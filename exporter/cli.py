@@ -98,6 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"spacelift-exporter: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
+        from exporter.webconfig import WebAuth
+
+        try:
+            WebAuth(cfg.web_config_file)
+        except config.ConfigError as exc:
+            print(f"spacelift-exporter: web config error: {exc}", file=sys.stderr)
+            return 2
         print(json.dumps(cfg.redacted(), indent=2, default=str))
         return 0
     logsetup.setup(cfg.log_level, cfg.log_format)
@@ -171,7 +178,12 @@ def _demo(overrides: config.Overrides) -> int:
     raw = {
         "accounts": [{"name": "demo", "endpoint": sim.url}],
         # Faster than production defaults so the demo moves while you watch it.
-        "areas": {"usage": {"interval": "30s"}},
+        "areas": {
+            "usage": {"interval": "30s"},
+            "stacks": {"interval": "15s"},
+            "runs": {"interval": "15s"},
+            "access": {"interval": "1m"},
+        },
     }
     env = {"SPACELIFT_API_KEY_ID": DEMO_KEY_ID, "SPACELIFT_API_KEY_SECRET": DEMO_KEY_SECRET}
     overrides.config_file = None

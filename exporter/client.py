@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from exporter import __version__
-from exporter.config import AccountConfig, HttpConfig
+from exporter.config import AccountConfig, ConfigError, HttpConfig
 from exporter.errors import (
     AuthError,
     MalformedResponseError,
@@ -51,6 +51,8 @@ mutation SpaceliftExporterGetToken($id: ID!, $secret: String!) {
 }
 """
 
+VIEWER_DOCUMENT = "query SpaceliftExporterViewer { viewer { id } }"
+
 PERMISSION_MESSAGES = ("unauthorized", "not available for machine sessions", "forbidden")
 
 
@@ -72,6 +74,7 @@ class Result:
     operation: str
     data: Mapping[str, Any] | None
     errors: tuple[FieldError, ...]
+    status: int = 200
 
     def require(self, *roots: str) -> Mapping[str, Any]:
         """The data, if every root field named is present and none of them errored.
@@ -127,9 +130,6 @@ class SpaceliftClient:
         self._exchange_failures = 0
         self._exchange_not_before = 0.0
         self._last_exchange_error = ""
-        # None until the first answer; False after the API could not be reached or refused
-        # the credentials; True after a well-formed answer. Read by spacelift_up.
-        self.reachable: bool | None = None
         self._scope = threading.local()  # per-thread poll deadline, set by budget()
         self._denied: dict[str, str] = {}  # operation -> token it was refused with after a retry
 
@@ -168,21 +168,37 @@ class SpaceliftClient:
             deadline = time.monotonic() + self._cfg.poll_timeout
         token = self._token(deadline)
         result = self._send(op.name, document, variables, token, deadline)
-        if _refused(result) and self._creds.token is None and self._denied.get(op.name) != token:
-            log.info("token refused, exchanging the API key again", extra={"account": self.account})
-            self._invalidate(token)
-            token = self._token(deadline)
-            result = self._send(op.name, document, variables, token, deadline)
-            if _refused(result):
-                # A fresh token refused too: the key lacks permission for this document.
-                # Remember it, so later polls with this token skip the pointless re-exchange.
-                self._denied[op.name] = token
-        if _refused(result) and self._creds.token is not None:
-            expiry = _jwt_expiry(self._creds.token.reveal())
-            if expiry is not None and expiry <= self._clock():
-                self.reachable = False
-                raise AuthError("the pre-generated API token has expired")
+        if not _refused(result):
+            return result
+        if self._creds.token is not None:
+            self._explain_token_refusal(deadline)
+            return result  # the token works: the refusal is a permission gap
+        if self._denied.get(op.name) == token:
+            return result  # refused with this very token after a fresh exchange already
+        log.info("token refused, exchanging the API key again", extra={"account": self.account})
+        self._invalidate(token)
+        token = self._token(deadline)
+        result = self._send(op.name, document, variables, token, deadline)
+        if _refused(result):
+            if result.status in (401, 403):
+                raise AuthError(f"{op.name}: HTTP {result.status} even with a fresh token")
+            # A fresh token refused too: the key lacks permission for this document.
+            # Remember it, so later polls with this token skip the pointless re-exchange.
+            self._denied[op.name] = token
         return result
+
+    def _explain_token_refusal(self, deadline: float) -> None:
+        """A pre-generated token was refused: expired or revoked (AuthError), or a gap."""
+        assert self._creds.token is not None
+        expiry = _jwt_expiry(self._creds.token.reveal())
+        if expiry is not None and expiry <= self._clock():
+            raise AuthError("the pre-generated API token has expired")
+        # `viewer` is null for a session Spacelift does not accept (spacectl's own test).
+        viewer = self._send(
+            "SpaceliftExporterViewer", VIEWER_DOCUMENT, None, self._creds.token.reveal(), deadline
+        )
+        if not isinstance((viewer.data or {}).get("viewer"), Mapping):
+            raise AuthError("the pre-generated API token was refused (not logged in)")
 
     # -- token ------------------------------------------------------------------------------
 
@@ -193,25 +209,35 @@ class SpaceliftClient:
             now = self._clock()
             if self._jwt is not None and self._valid_until - now >= REFRESH_MARGIN:
                 return self._jwt
+            still_valid = self._jwt is not None and self._valid_until > now
             if now < self._exchange_not_before:
+                if still_valid:
+                    return self._jwt  # type: ignore[return-value]
                 raise AuthError(
-                    f"token exchange failed {self._exchange_failures} time(s), next attempt in "
+                    f"API key refused {self._exchange_failures} time(s), next attempt in "
                     f"{self._exchange_not_before - now:.0f}s: {self._last_exchange_error}"
                 )
             try:
                 self._jwt, self._valid_until = self._exchange(deadline)
-            except SpaceliftError as exc:
+            except AuthError as exc:
+                # Refused credentials: back off (doubling) so five areas do not hammer it.
                 self._exchange_failures += 1
                 base, cap = EXCHANGE_BACKOFF
-                self._exchange_not_before = now + min(
-                    cap, base * 2 ** (self._exchange_failures - 1)
-                )
+                backoff = min(cap, base * 2 ** (self._exchange_failures - 1))
+                self._exchange_not_before = now + backoff
                 self._last_exchange_error = str(exc)
                 self._count_exchange("failure")
-                self.reachable = False
-                if isinstance(exc, AuthError):
-                    raise
-                raise AuthError(f"token exchange failed: {exc}") from exc
+                if still_valid:
+                    return self._jwt  # type: ignore[return-value]
+                raise
+            except SpaceliftError:
+                # Spacelift unreachable or failing: an outage, reported as such (its own kind),
+                # retried at the next poll; a token that is still valid keeps serving meanwhile.
+                self._count_exchange("failure")
+                if still_valid:
+                    log.warning("token refresh failed, using the current token until it expires")
+                    return self._jwt  # type: ignore[return-value]
+                raise
             self._exchange_failures = 0
             self._exchange_not_before = 0.0
             self._count_exchange("success")
@@ -220,7 +246,10 @@ class SpaceliftClient:
     def _exchange(self, deadline: float) -> tuple[str, float]:
         op = inspect(EXCHANGE_DOCUMENT)
         key_id = self._creds.key_id or ""
-        secret = self._creds.secret()  # re-read from the file each time (OIDC keys rotate)
+        try:
+            secret = self._creds.secret()  # re-read from the file each time (OIDC keys rotate)
+        except ConfigError as exc:
+            raise AuthError(f"cannot read the API key secret: {exc}") from None
         variables = {"id": key_id, "secret": secret.reveal()}
         result = self._send(op.name, EXCHANGE_DOCUMENT, variables, None, deadline)
         user = (result.data or {}).get("apiKeyUser")
@@ -270,7 +299,10 @@ class SpaceliftClient:
             except httpx.TimeoutException:
                 self._observe(operation, "timeout", started)
                 failure = TransportFailure(f"{operation}: request timed out")
-            except httpx.TransportError as exc:
+            except httpx.DecodingError as exc:
+                self._observe(operation, "malformed", started)
+                raise MalformedResponseError(f"{operation}: body cannot be decoded") from exc
+            except httpx.HTTPError as exc:  # refused, reset, dropped, protocol errors
                 self._observe(operation, "connection_error", started)
                 failure = TransportFailure(f"{operation}: {type(exc).__name__}")
             else:
@@ -294,22 +326,22 @@ class SpaceliftClient:
                     continue
                 if status in (401, 403):
                     self._observe(operation, "unauthorized", started)
-                    return Result(operation, None, (FieldError("unauthorized", ()),))
+                    return Result(operation, None, (FieldError("unauthorized", ()),), status)
                 if status >= 500:
                     self._observe(operation, "server_error", started)
                     failure = ServerError(f"{operation}: HTTP {status}")
                 elif status != 200:
+                    # A 4xx names what Spacelift disliked (a removed field, a bad variable).
                     self._observe(operation, "http_error", started)
-                    self.reachable = False
-                    raise ServerError(f"{operation}: unexpected HTTP {status}")
+                    messages = _error_messages(resp)
+                    raise QueryError(
+                        f"{operation}: HTTP {status}" + (f": {messages}" if messages else "")
+                    )
                 else:
-                    result = self._parse(operation, resp, started)
-                    self.reachable = True
-                    return result
-            if attempt >= self._cfg.retries:
-                self.reachable = False
-                raise failure
-            pause = min(self._backoff(attempt), max(0.0, deadline - time.monotonic()))
+                    return self._parse(operation, resp, started)
+            pause = self._backoff(attempt)
+            if attempt >= self._cfg.retries or pause >= deadline - time.monotonic():
+                raise failure  # the real cause, not a budget timeout after a last sleep
             log.debug("retrying", extra={"account": self.account, "operation": operation})
             self._sleep(pause)
             attempt += 1
@@ -319,13 +351,11 @@ class SpaceliftClient:
             payload = resp.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             self._observe(operation, "malformed", started)
-            self.reachable = False
             raise MalformedResponseError(f"{operation}: answer is not JSON") from exc
         data = payload.get("data") if isinstance(payload, dict) else None
         raw_errors = payload.get("errors") if isinstance(payload, dict) else None
         if not isinstance(payload, dict) or (data is None and not raw_errors):
             self._observe(operation, "malformed", started)
-            self.reachable = False
             raise MalformedResponseError(f"{operation}: answer has neither data nor errors")
         if data is not None and not isinstance(data, dict):
             self._observe(operation, "malformed", started)
@@ -341,6 +371,17 @@ class SpaceliftClient:
     def _backoff(self, attempt: int) -> float:
         ceiling: float = min(self._cfg.backoff_max, self._cfg.backoff_base * 2.0**attempt)
         return ceiling / 2 + self._rng() * ceiling / 2  # "equal jitter"
+
+
+def _error_messages(resp: httpx.Response) -> str:
+    try:
+        payload = resp.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return ""
+    errors = payload.get("errors") if isinstance(payload, dict) else None
+    if not isinstance(errors, list):
+        return ""
+    return "; ".join(_field_error(e).message for e in errors)[:300]
 
 
 def _refused(result: Result) -> bool:

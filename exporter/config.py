@@ -7,6 +7,7 @@ naming the key at fault (the CLI turns that into exit status 2). Secrets are wra
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -281,6 +282,18 @@ def _credentials(
     secret_var = overrides.key_secret_env_var or _str(
         item, "api_key_secret_env_var", p, DEFAULT_KEY_SECRET_ENV
     )
+    for name, var in (
+        ("api_token_env_var", token_var),
+        ("api_key_id_env_var", id_var),
+        ("api_key_secret_env_var", secret_var),
+    ):
+        # A value pasted where a variable NAME belongs would otherwise be echoed in errors.
+        if not _ENV_NAME.fullmatch(var):
+            raise ConfigError(
+                f"{p}{name}",
+                "must be the name of an environment variable (letters, digits, _), "
+                "not its value; the value given is not shown",
+            )
     secret_file_raw = overrides.key_secret_file or item.get("api_key_secret_file")
     secret_file = Path(str(secret_file_raw)) if secret_file_raw else None
     key_id = _str(item, "api_key_id", p, "") or env.get(id_var) or env.get(PROMEX_KEY_ID_ENV)
@@ -333,7 +346,8 @@ def _area_table(
                 {k: o.default for k, o in spec.options.items()},
             )
         )
-        settings = raw.get(name) or {}
+        settings = raw.get(name)
+        settings = {} if settings is None else settings
         where = f"{key}.{name}"
         if not isinstance(settings, dict):
             raise ConfigError(where, "must be a mapping")
@@ -371,11 +385,16 @@ def _http(raw: Mapping[str, Any]) -> HttpConfig:
     for k, v in vals.items():
         if v <= 0:
             raise ConfigError(f"http.{k}", "must be positive")
+    if vals["timeout"] > vals["poll_timeout"]:
+        raise ConfigError("http.timeout", "must not exceed http.poll_timeout")
+    if vals["backoff_base"] > vals["backoff_max"]:
+        raise ConfigError("http.backoff_base", "must not exceed http.backoff_max")
     return HttpConfig(retries=retries, **vals)
 
 
 def _section(raw: Mapping[str, Any], name: str, keys: set[str]) -> dict[str, Any]:
-    value = raw.get(name) or {}
+    value = raw.get(name)
+    value = {} if value is None else value
     if not isinstance(value, dict):
         raise ConfigError(name, "must be a mapping")
     _check_keys(value, keys, name + ".")
@@ -399,6 +418,7 @@ def _str(raw: Mapping[str, Any], name: str, prefix: str, default: str) -> str:
     return value
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 
 
@@ -407,6 +427,8 @@ def parse_duration(value: Any, key: str) -> float:
     if isinstance(value, bool):
         raise ConfigError(key, f"must be a duration like 30s or 5m, got {value!r}")
     if isinstance(value, int | float):
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(key, f"must be a finite, non-negative duration, got {value!r}")
         return float(value)
     m = _DURATION.match(str(value).strip())
     if not m:
@@ -420,11 +442,14 @@ def normalize_endpoint(value: str, key: str) -> str:
     value = value.strip()
     if "://" not in value:
         value = "https://" + value
-    parts = urlsplit(value)
     try:
+        parts = urlsplit(value)
         parts.port  # noqa: B018 (raises ValueError on a bad port)
     except ValueError:
         raise ConfigError(key, f"not a Spacelift URL or host: {value!r}") from None
+    if parts.username or parts.password:
+        # Credentials in the URL would be printed by check-config and logs; refuse them.
+        raise ConfigError(key, "must not contain user:password@; use the API key variables")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(key, f"not a Spacelift URL or host: {value!r}")
     path = parts.path.rstrip("/")

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from exporter import __version__
 from exporter.areas.base import FamilyBuilder, MetricDef, counter, gauge
 from exporter.store import AreaState, Key
 
 UP = gauge(
     "spacelift_up",
-    "1 if the last request to the account's Spacelift API got a well-formed, authenticated "
-    "answer; 0 if it was unreachable, failing or refused the credentials.",
+    "1 if the account's Spacelift API answered the last poll of every area (a permission "
+    "refusal or a field error is an answer); 0 if it was unreachable, failing, rate limiting, "
+    "refusing the credentials, or not polled yet.",
+)
+# Failures that mean the API itself is not usable, as opposed to one area's answer.
+OUTAGE_KINDS = frozenset(
+    {"unreachable", "server_error", "rate_limited", "timeout", "auth", "malformed"}
 )
 POLL_SUCCESS = gauge("spacelift_poll_success", "1 if the area's last poll succeeded.", "area")
 POLL_PERMISSION = gauge(
@@ -49,14 +52,18 @@ METRICS = (
 )
 
 
-def collect(
-    areas: list[tuple[Key, AreaState]],
-    reachable: Mapping[str, bool | None],
-    out: FamilyBuilder,
-) -> None:
+def up(states: list[AreaState]) -> bool:
+    polled = [st for st in states if st.polled]
+    return bool(polled) and not any(not st.ok and st.error_kind in OUTAGE_KINDS for st in polled)
+
+
+def collect(areas: list[tuple[Key, AreaState]], out: FamilyBuilder) -> None:
     out.add(BUILD_INFO, (__version__,), 1)
-    for account, ok in sorted(reachable.items()):
-        out.add(UP, (account,), 1 if ok else 0)
+    by_account: dict[str, list[AreaState]] = {}
+    for (account, _), st in areas:
+        by_account.setdefault(account, []).append(st)
+    for account, states in sorted(by_account.items()):
+        out.add(UP, (account,), 1 if up(states) else 0)
     for (account, area), st in sorted(areas, key=lambda kv: kv[0]):
         labels = (account, area)
         out.add(POLL_SUCCESS, labels, 1 if st.ok else 0)

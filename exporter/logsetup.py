@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from typing import Any
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -29,7 +30,9 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
         if key not in _STANDARD and not key.startswith("_"):
             out[key] = value
     if record.exc_info and record.exc_info[1] is not None:
-        out["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        out.setdefault("error", f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}")
+        # The traceback, kept on one line (logfmt escapes the newlines), for bug reports.
+        out["stacktrace"] = "".join(traceback.format_exception(*record.exc_info)).strip()
     return out
 
 

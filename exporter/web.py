@@ -6,6 +6,7 @@ import gzip
 import html
 import logging
 import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,9 +18,14 @@ from exporter.webconfig import WebAuth
 log = logging.getLogger(__name__)
 
 
+# Probes carry no password and show no Spacelift data: they stay open under basic auth.
+OPEN_PATHS = ("/healthz", "/readyz")
+
+
 class Handler(BaseHTTPRequestHandler):
     server: Server
     protocol_version = "HTTP/1.1"
+    timeout = 30  # an idle or half-open connection (or TLS handshake) frees its thread
 
     def do_GET(self) -> None:
         self._route(send_body=True)
@@ -30,13 +36,17 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self, send_body: bool) -> None:
         app = self.server.app
         path = self.path.split("?", 1)[0]
-        # /healthz stays open: it shows no data, and container health checks carry no password.
-        if path != "/healthz" and not self.server.auth.allowed(self.headers.get("Authorization")):
+        auth = self.server.auth
+        peer = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
+        if not auth.client_allowed(peer):
+            self._send(403, b"client certificate not allowed\n", "text/plain", send_body)
+            return
+        if path not in OPEN_PATHS and not auth.allowed(self.headers.get("Authorization")):
             self._send(401, b"unauthorized\n", "text/plain; charset=utf-8", send_body)
             return
         if path == app.config.telemetry_path:
             body, ctype = app.exposition.render(self.headers.get("Accept"))
-            gz = "gzip" in (self.headers.get("Accept-Encoding") or "")
+            gz = accepts_gzip(self.headers.get("Accept-Encoding"))
             self._send(200, gzip.compress(body, 1) if gz else body, ctype, send_body, gz)
         elif path == "/healthz":
             self._send(200, b"ok\n", "text/plain; charset=utf-8", send_body)
@@ -67,6 +77,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Allow", "GET, HEAD")
         if status == 401:
             self.send_header("WWW-Authenticate", 'Basic realm="spacelift-exporter"')
+        for name, value in self.server.auth.headers.items():
+            self.send_header(name, value)
         self.end_headers()
         if send_body:
             self.wfile.write(body)
@@ -82,6 +94,11 @@ class Server(ThreadingHTTPServer):
         self.app = app
         self.auth = auth
         super().__init__(address, Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up or fails the TLS handshake is routine: one debug line, in
+        # the configured log format, instead of socketserver's traceback on stderr.
+        log.debug("connection error", exc_info=True, extra={"client": str(client_address[0])})
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = super().get_request()
@@ -99,6 +116,18 @@ def serve(
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()
     return server, thread
+
+
+def accepts_gzip(header: str | None) -> bool:
+    for part in (header or "").split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() == "gzip":
+            q = params.strip().removeprefix("q=")
+            try:
+                return not params or float(q) > 0
+            except ValueError:
+                return True
+    return False
 
 
 def landing_page(app: App) -> str:

@@ -24,11 +24,12 @@ from exporter.config import ConfigError
 
 CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
-    "RequestClientCert": ssl.CERT_OPTIONAL,
-    "RequireAnyClientCert": ssl.CERT_REQUIRED,
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
+# Go's "ask for a certificate but do not verify it" has no equivalent in Python's ssl module;
+# refusing them beats silently verifying (or not) where the user expected otherwise.
+UNSUPPORTED_CLIENT_AUTH = ("RequestClientCert", "RequireAnyClientCert")
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
     "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -42,11 +43,10 @@ TLS_KEYS = {
     "client_ca_file",
     "min_version",
     "max_version",
-    "cipher_suites",
-    "curve_preferences",
-    "prefer_server_cipher_suites",
     "client_allowed_sans",
 }
+# exporter-toolkit keys whose Go semantics we cannot honour: an error, never silently ignored.
+TLS_UNSUPPORTED = {"cipher_suites", "curve_preferences", "prefer_server_cipher_suites"}
 # Unknown users pay for a bcrypt compare too, so response time does not reveal who exists.
 _DUMMY_HASH = bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(10))
 
@@ -55,6 +55,8 @@ _DUMMY_HASH = bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(10))
 class WebConfig:
     tls: dict[str, Any] | None = None
     users: dict[str, bytes] = field(default_factory=dict)
+    allowed_sans: frozenset[str] = frozenset()
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def parse(path: Path) -> WebConfig:
@@ -70,26 +72,47 @@ def parse(path: Path) -> WebConfig:
         if key not in ("tls_server_config", "basic_auth_users", "http_server_config"):
             raise ConfigError(key, "unknown key in the web config file")
     tls = raw.get("tls_server_config")
+    sans: frozenset[str] = frozenset()
     if tls is not None:
         if not isinstance(tls, dict):
             raise ConfigError("tls_server_config", "must be a mapping")
         for key in tls:
+            if key in TLS_UNSUPPORTED:
+                raise ConfigError(f"tls_server_config.{key}", "is not supported by this exporter")
             if key not in TLS_KEYS:
                 raise ConfigError(f"tls_server_config.{key}", "unknown key")
+        for key in ("cert_file", "key_file", "client_ca_file"):
+            if key in tls and not isinstance(tls[key], str):
+                raise ConfigError(f"tls_server_config.{key}", "must be a file path")
         for key in ("cert_file", "key_file"):
             if not tls.get(key):
                 raise ConfigError(f"tls_server_config.{key}", "is required with TLS")
         auth = tls.get("client_auth_type", "NoClientCert")
-        if auth not in CLIENT_AUTH:
+        if auth in UNSUPPORTED_CLIENT_AUTH:
+            raise ConfigError(
+                "tls_server_config.client_auth_type",
+                f"{auth} is not supported: use VerifyClientCertIfGiven or "
+                "RequireAndVerifyClientCert with client_ca_file",
+            )
+        if not isinstance(auth, str) or auth not in CLIENT_AUTH:
             raise ConfigError("tls_server_config.client_auth_type", f"unknown value {auth!r}")
-        if auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert") and not tls.get(
-            "client_ca_file"
-        ):
+        if auth != "NoClientCert" and not tls.get("client_ca_file"):
             raise ConfigError("tls_server_config.client_ca_file", f"is required with {auth}")
         for key in ("min_version", "max_version"):
-            if key in tls and tls[key] not in TLS_VERSIONS:
+            if key in tls and (not isinstance(tls[key], str) or tls[key] not in TLS_VERSIONS):
                 raise ConfigError(f"tls_server_config.{key}", f"unknown version {tls[key]!r}")
-    users_raw = raw.get("basic_auth_users") or {}
+        raw_sans = tls.get("client_allowed_sans") or []
+        if not isinstance(raw_sans, list) or not all(isinstance(x, str) for x in raw_sans):
+            raise ConfigError("tls_server_config.client_allowed_sans", "must be a list of names")
+        if raw_sans and auth != "RequireAndVerifyClientCert":
+            raise ConfigError(
+                "tls_server_config.client_allowed_sans",
+                "needs client_auth_type: RequireAndVerifyClientCert",
+            )
+        sans = frozenset(raw_sans)
+    headers = _http_server_config(raw.get("http_server_config"))
+    users_raw = raw.get("basic_auth_users")
+    users_raw = {} if users_raw is None else users_raw
     if not isinstance(users_raw, dict):
         raise ConfigError("basic_auth_users", "must map user names to bcrypt hashes")
     users = {}
@@ -97,7 +120,26 @@ def parse(path: Path) -> WebConfig:
         if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
             raise ConfigError(f"basic_auth_users.{user}", "must be a bcrypt hash")
         users[str(user)] = hashed.encode()
-    return WebConfig(tls=tls, users=users)
+    return WebConfig(tls=tls, users=users, allowed_sans=sans, headers=headers)
+
+
+def _http_server_config(raw: Any) -> dict[str, str]:
+    """Only ``headers`` (added to every response); HTTP/2 is not served by this exporter."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError("http_server_config", "must be a mapping")
+    for key in raw:
+        if key == "http2" and raw[key] is False:
+            continue
+        if key != "headers":
+            raise ConfigError(f"http_server_config.{key}", "is not supported by this exporter")
+    headers = raw.get("headers") or {}
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise ConfigError("http_server_config.headers", "must map header names to strings")
+    return dict(headers)
 
 
 def ssl_context(tls: dict[str, Any], base: Path) -> ssl.SSLContext:
@@ -154,6 +196,18 @@ class WebAuth:
     @property
     def tls_enabled(self) -> bool:
         return self.ssl is not None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._config.headers
+
+    def client_allowed(self, peer_cert: dict[str, Any] | None) -> bool:
+        """``client_allowed_sans``: the verified client certificate must name one of them."""
+        allowed = self._config.allowed_sans
+        if not allowed:
+            return True
+        names = {value for _, value in (peer_cert or {}).get("subjectAltName", ())}
+        return bool(names & allowed)
 
     def allowed(self, authorization: str | None) -> bool:
         users = self._config.users

@@ -14,6 +14,7 @@ from exporter.errors import (
     AuthError,
     MalformedResponseError,
     PermissionDeniedError,
+    PollTimeout,
     RateLimitedError,
     ServerError,
     TransportFailure,
@@ -123,7 +124,6 @@ def test_wrong_secret_is_an_auth_error_and_backs_off(sim: Simulator, clock: SimC
     with pytest.raises(AuthError, match="next attempt"):
         pools(client)  # inside the backoff window: no second exchange is sent
     assert sim.requests[EXCHANGE] == 1
-    assert client.reachable is False
 
 
 def test_429_honours_retry_after(sim: Simulator, clock: SimClock) -> None:
@@ -151,7 +151,10 @@ def test_5xx_is_retried_with_backoff(sim: Simulator, clock: SimClock) -> None:
     pools(client)
     sim.faults.http_status(503, operation=POOLS, times=2)
     assert len(pools(client)) == 2
-    assert len(sleeps) == 2 and sleeps[1] >= sleeps[0] / 2
+    # equal-jitter exponential backoff: attempt n waits between base*2^n/2 and base*2^n
+    assert len(sleeps) == 2
+    assert HTTP.backoff_base / 2 <= sleeps[0] <= HTTP.backoff_base
+    assert HTTP.backoff_base <= sleeps[1] <= min(HTTP.backoff_max, 2 * HTTP.backoff_base)
     sim.faults.http_status(502, operation=POOLS, times=None)
     with pytest.raises(ServerError):
         pools(client)
@@ -165,6 +168,19 @@ def test_timeout_is_bounded_and_retried(sim: Simulator, clock: SimClock) -> None
     sim.faults.latency(1.0, operation=POOLS, times=None)
     with pytest.raises(TransportFailure, match="timed out"):
         pools(client)
+    assert sim.requests[POOLS] == 1 + 2  # the first poll, then one try and one retry
+
+
+def test_a_poll_never_outlives_its_budget(sim: Simulator, clock: SimClock) -> None:
+    # Each request would be answered within its own timeout, but the poll as a whole may
+    # not take longer than poll_timeout: the client stops instead of retrying on and on.
+    http = replace(HTTP, timeout=0.5, retries=10, poll_timeout=1.2)
+    client = client_for(sim, clock, http=http)
+    pools(client)
+    sim.faults.latency(1.0, operation=POOLS, times=None)
+    with client.budget(1.2), pytest.raises((PollTimeout, TransportFailure)):
+        pools(client)
+    assert sim.requests[POOLS] <= 1 + 3  # three tries fit in 1.2 s, not eleven
 
 
 def test_dropped_connection_is_retried(sim: Simulator, clock: SimClock) -> None:
@@ -202,3 +218,38 @@ def test_permission_refusal_is_not_retried_again_with_the_same_token(
     assert sim.requests[EXCHANGE] == 2
     assert sim.requests["SpaceliftExporterUsage"] == 4
     assert len(pools(client)) == 2  # the same token still serves what the key may read
+
+
+def test_revoked_pre_generated_token_is_an_auth_failure(sim: Simulator, clock: SimClock) -> None:
+    client = client_for(sim, clock, credentials=Credentials(token=Secret(sim.issue_token(3600))))
+    assert len(pools(client)) == 2
+    sim.expire_tokens()  # revoked: its exp claim is still in the future
+    with pytest.raises(AuthError, match="not logged in"):
+        pools(client)
+
+
+def test_http_401_with_a_fresh_token_is_an_auth_failure(sim: Simulator, clock: SimClock) -> None:
+    client = client_for(sim, clock, credentials=Credentials(token=Secret("not.a.token")))
+    sim.unauthorized_http_401 = True
+    with pytest.raises(AuthError):
+        pools(client)
+
+
+def test_outage_during_the_exchange_is_an_outage_not_an_auth_failure(
+    sim: Simulator, clock: SimClock
+) -> None:
+    client = client_for(sim, clock)
+    sim.faults.http_status(503, operation=EXCHANGE, times=None)
+    with pytest.raises(ServerError):
+        pools(client)
+    sim.faults.clear()
+    assert len(pools(client)) == 2  # no long auth backoff after an outage
+
+
+def test_failed_refresh_keeps_using_a_token_still_valid(sim: Simulator, clock: SimClock) -> None:
+    client = client_for(sim, clock)
+    pools(client)
+    clock.advance(3600 - 30)  # refresh due, token still valid for 30 s
+    sim.faults.http_status(503, operation=EXCHANGE, times=None)
+    assert len(pools(client)) == 2
+    assert sim.requests[EXCHANGE] > 1  # it did try to refresh

@@ -112,6 +112,13 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         ("accounts: {endpoint: a}", "accounts"),
         ("accounts: [{endpoint: a.app.spacelift.io}]\nweb: {listen_address: nope}", "web."),
         ("accounts: [{endpoint: 'a:b:c'}]", "accounts[0].endpoint"),
+        ("accounts: [{endpoint: 'https://[::1'}]", "accounts[0].endpoint"),
+        ("accounts: [{endpoint: 'https://u:pw@a.app.spacelift.io'}]", "accounts[0].endpoint"),
+        ("accounts: [{endpoint: a.app.spacelift.io}]\nareas: {usage: false}", "areas.usage"),
+        ("accounts: [{endpoint: a.app.spacelift.io}]\nareas: {usage: {interval: .nan}}", "areas."),
+        ("accounts: [{endpoint: a.app.spacelift.io}]\nhttp: {timeout: .inf}", "http.timeout"),
+        ("accounts: [{endpoint: a.app.spacelift.io}]\nhttp: {timeout: 5m}", "http.timeout"),
+        ("accounts: [{endpoint: a.app.spacelift.io}]\nweb: false", "web"),
     ],
 )
 def test_broken_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:
@@ -181,3 +188,32 @@ def test_secret_never_shows_in_repr_of_config() -> None:
 
 def test_no_account_at_all_points_at_demo() -> None:
     assert cli.main(["check-config"]) == 2
+
+
+def test_a_value_pasted_as_a_variable_name_is_not_echoed() -> None:
+    proc = run_cli(
+        "check-config",
+        "--spacelift-api-endpoint",
+        "acme.app.spacelift.io",
+        "--spacelift-api-token-env-var",
+        "eyJhbGciOi.SECRETJWTPAYLOAD.sig",
+        env={},
+    )
+    assert proc.returncode == 2
+    assert "api_token_env_var" in proc.stderr
+    assert "SECRETJWTPAYLOAD" not in proc.stderr + proc.stdout
+
+
+def test_check_config_validates_the_web_config_too(tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("tls_server_config: {cert_file: a.crt}\n")
+    proc = run_cli(
+        "check-config",
+        "--spacelift-api-endpoint",
+        "acme.app.spacelift.io",
+        "--web.config.file",
+        str(web),
+        env=ENV,
+    )
+    assert proc.returncode == 2
+    assert "tls_server_config.key_file" in proc.stderr

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+from exporter.app import App
 from exporter.simulator import SimClock, Simulator, World
-from tests.conftest import make_app, value
+from tests.conftest import make_app, make_config, value
 
 WP = "worker_pools"
 
@@ -205,9 +208,6 @@ def test_start_up_with_refused_credentials_keeps_serving(
     sim: Simulator, world: World, clock: SimClock
 ) -> None:
     env = {"SPACELIFT_API_KEY_ID": "01HXSIMKEY0000000000000000", "SPACELIFT_API_KEY_SECRET": "no"}
-    from exporter.app import App
-    from tests.conftest import make_config
-
     app = App(make_config(sim, env=env), clock=clock.now)
     assert not app.poll_all()
     assert value(app, "spacelift_up", account="sim") == 0
@@ -228,3 +228,78 @@ def test_only_queries_and_the_token_exchange_are_ever_sent(
             assert request["root_fields"] == ["apiKeyUser"], request
         else:
             assert request["operation_type"] == "query", request
+
+
+def test_poll_all_polls_every_area_even_after_a_fast_failure(
+    sim: Simulator, world: World, clock: SimClock
+) -> None:
+    app = make_app(sim, clock)
+    sim.faults.http_status(400, operation="SpaceliftExporterUsage", times=None)
+    assert not app.poll_all()
+    assert all(st.polls == 1 for _, st in app.store.items()), app.store.items()
+
+
+def test_a_collector_bug_drops_one_area_not_the_exposition(
+    sim: Simulator, world: World, clock: SimClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(sim, clock)
+    app.poll_all()
+
+    def broken(snapshot: object, out: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(app.pollers[("sim", "usage")], "collect", broken)
+    pool = sorted(world.pools)[0]
+    world.set_workers(pool, 6)
+    assert app.poll(("sim", WP))
+    assert_pools_match(app, world)  # fresh values despite the broken area
+    assert value(app, "spacelift_current_billing_period_used_seats", account="sim") is None
+
+
+def test_revoked_token_is_down_not_a_permission_gap(
+    sim: Simulator, world: World, clock: SimClock
+) -> None:
+    env = {"SPACELIFT_API_TOKEN": sim.issue_token(3600)}
+    app = App(make_config(sim, env=env), clock=clock.now)
+    assert app.poll_all()
+    sim.expire_tokens()
+    assert not app.poll_all()
+    assert value(app, "spacelift_up", account="sim") == 0
+    assert value(app, "spacelift_poll_permission_denied", account="sim", area=WP) == 0
+    assert app.store.get(("sim", WP)).error_kind == "auth"
+
+
+def test_up_is_steady_when_one_area_has_a_field_error(
+    sim: Simulator, world: World, clock: SimClock
+) -> None:
+    app = make_app(sim, clock)
+    sim.faults.http_status(400, operation="SpaceliftExporterUsage", times=None)
+    for _ in range(2):
+        app.poll(("sim", "usage"))
+        assert value(app, "spacelift_up", account="sim") == 1
+        app.poll(("sim", WP))
+        assert value(app, "spacelift_up", account="sim") == 1
+    assert "HTTP 400" in (app.store.get(("sim", "usage")).error or "")
+
+
+def test_accounts_with_different_stack_labels_share_one_family(
+    sim: Simulator, world: World, clock: SimClock
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    accounts = [
+        {"name": "one", "endpoint": sim.url, "areas": {"stacks": {"stack_labels": ["team"]}}},
+        {"name": "two", "endpoint": sim.url, "areas": {"stacks": {"stack_labels": ["env"]}}},
+    ]
+    app = make_app(sim, clock, accounts=accounts)
+    assert app.poll(("one", "stacks")) and app.poll(("two", "stacks"))
+    body, _ = app.exposition.render(None)
+    families = list(text_string_to_metric_families(body.decode()))
+    info = [f for f in families if f.name == "spacelift_stack_info"]
+    assert len(info) == 1  # one HELP/TYPE, not two clashing families
+    accounts_seen = {s.labels["account"] for s in info[0].samples}
+    assert accounts_seen == {"one", "two"}
+    for sample in info[0].samples:
+        own, other = ("label_team", "label_env")[:: 1 if sample.labels["account"] == "one" else -1]
+        assert own in sample.labels  # each account's own label is there
+        assert sample.labels.get(other, "") == ""  # the other account's is empty (absent)

@@ -111,6 +111,9 @@ def test_no_secret_in_logs_or_metrics(exporter: ExporterProcess, live_sim: Simul
     body = exporter.metrics().text + httpx.get(exporter.url + "/").text
     assert SECRET not in body
     assert SECRET not in exporter.output()
+    assert live_sim.issued_tokens  # the JWTs the exporter holds appear nowhere either
+    for jwt in live_sim.issued_tokens:
+        assert jwt not in body and jwt not in exporter.output()
     assert "level=debug" in exporter.output()  # the log we searched is the verbose one
 
 

@@ -50,7 +50,7 @@ def app(sim: Simulator, clock: SimClock) -> Iterator[App]:
     application.close()
 
 
-def serve(app: App, config: Path) -> tuple[web.Server, str]:
+def serve(app: App, config: Path | None) -> tuple[web.Server, str]:
     auth = WebAuth(config)
     server, _ = web.serve(app, "127.0.0.1", 0, auth)
     scheme = "https" if auth.tls_enabled else "http"
@@ -70,6 +70,7 @@ def test_basic_auth(app: App, tmp_path: Path) -> None:
         ok = httpx.get(url + "/metrics", auth=("prom", "right"))
         assert ok.status_code == 200 and b"spacelift_up" in ok.content
         assert httpx.get(url + "/healthz").status_code == 200  # for container health checks
+        assert httpx.get(url + "/readyz").status_code == 200  # and readiness probes
 
         # re-read on change: a rotated password applies without a restart
         cfg.write_text(f"basic_auth_users:\n  prom: '{hashed('rotated')}'\n")
@@ -112,6 +113,19 @@ def test_tls_with_the_shipped_example(app: App, tmp_path: Path) -> None:
             "tls_server_config",
         ),
         ("tls_config: {}\n", "tls_config"),
+        ("tls_server_config: {cert_file: 123, key_file: b}\n", "tls_server_config.cert_file"),
+        ("tls_server_config: {cert_file: a, key_file: b, min_version: [x]}\n", "tls_server_"),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, cipher_suites: [X]}\n",
+            "tls_server_config.cipher_suites",
+        ),
+        (
+            "tls_server_config: {cert_file: a, key_file: b,"
+            " client_auth_type: RequireAnyClientCert}\n",
+            "tls_server_config.client_auth_type",
+        ),
+        ("http_server_config: {http2: true}\n", "http_server_config.http2"),
+        ("basic_auth_users: [x]\n", "basic_auth_users"),
     ],
 )
 def test_broken_web_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:
@@ -120,3 +134,68 @@ def test_broken_web_config_names_the_key(tmp_path: Path, text: str, key: str) ->
     with pytest.raises(ConfigError) as err:
         WebAuth(cfg)
     assert err.value.key.startswith(key)
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def signed_cert(d: Path, name: str, san: str) -> None:
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+            "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.csr"))  # fmt: skip
+    ext = d / f"{name}.ext"
+    ext.write_text(f"subjectAltName={san}\n")
+    openssl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.crt"),
+            "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "2",
+            "-extfile", str(ext), "-out", str(d / f"{name}.crt"))  # fmt: skip
+
+
+def test_mutual_tls_with_allowed_sans(app: App, tmp_path: Path) -> None:
+    d = tmp_path
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=ca",
+            "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))  # fmt: skip
+    signed_cert(d, "server", "IP:127.0.0.1")
+    signed_cert(d, "prometheus", "DNS:prometheus.example")
+    signed_cert(d, "intruder", "DNS:intruder.example")
+    cfg = d / "web.yml"
+    cfg.write_text(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n"
+        "  client_allowed_sans: [prometheus.example]\n"
+        "http_server_config:\n  headers: {X-Content-Type-Options: nosniff}\n"
+    )
+    # (no promtool check here: Debian's promtool 2.42 predates client_allowed_sans)
+    server, url = serve(app, cfg)
+
+    def get(client_name: str | None) -> httpx.Response:
+        ctx = ssl.create_default_context(cafile=str(d / "ca.crt"))
+        if client_name:
+            ctx.load_cert_chain(d / f"{client_name}.crt", d / f"{client_name}.key")
+        with httpx.Client(verify=ctx, timeout=5) as client:
+            return client.get(url + "/metrics")
+
+    try:
+        ok = get("prometheus")
+        assert ok.status_code == 200 and b"spacelift_up" in ok.content
+        assert ok.headers["X-Content-Type-Options"] == "nosniff"
+        assert get("intruder").status_code == 403  # valid certificate, SAN not allowed
+        with pytest.raises(httpx.HTTPError):
+            get(None)  # no certificate: the handshake fails
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("header", "gzipped"),
+    [("gzip", True), ("deflate, gzip;q=0.5", True), ("gzip;q=0", False), (None, False)],
+)
+def test_gzip_only_when_accepted(app: App, header: str | None, gzipped: bool) -> None:
+    server, url = serve(app, None)
+    try:
+        headers = {"Accept-Encoding": header} if header else {"Accept-Encoding": "identity"}
+        resp = httpx.get(url + "/metrics", headers=headers)
+        assert (resp.headers.get("content-encoding") == "gzip") is gzipped
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from prometheus_client.core import (
@@ -97,9 +97,29 @@ class FamilyBuilder:
         """Emit the family even with no samples (HELP/TYPE only), so it is discoverable."""
         self._samples.setdefault(metric, [])
 
+    def extend(self, other: FamilyBuilder) -> None:
+        for metric, samples in other._samples.items():
+            self._samples.setdefault(metric, []).extend(samples)
+
     def families(self) -> Iterator[Metric]:
-        for metric, samples in self._samples.items():
-            yield _family(metric, samples)
+        # Definitions sharing a name (an option that adds labels, set differently per
+        # account) become one family over the union of their labels; a label a sample
+        # lacks is empty, which Prometheus reads as absent.
+        by_name: dict[str, list[MetricDef]] = {}
+        for metric in self._samples:
+            by_name.setdefault(metric.name, []).append(metric)
+        for defs in by_name.values():
+            if len(defs) == 1:
+                yield _family(defs[0], self._samples[defs[0]])
+                continue
+            labels = tuple(dict.fromkeys(label for d in defs for label in d.labels))
+            merged = replace(defs[0], labels=labels)
+            samples = []
+            for d in defs:
+                for values, value in self._samples[d]:
+                    given = dict(zip(d.labels, values, strict=True))
+                    samples.append((tuple(given.get(label, "") for label in labels), value))
+            yield _family(merged, samples)
 
 
 def _family(metric: MetricDef, samples: Iterable[tuple[tuple[str, ...], Any]]) -> Metric:

@@ -165,6 +165,7 @@ class Simulator:
         self.host, self._port = host, port
         self.admin = True
         self.unauthorized_http_401 = False
+        self.issued_tokens: list[str] = []
         self.gated: set[str] = set()
         self.faults = Faults()
         self.requests: Counter[str] = Counter()
@@ -259,6 +260,7 @@ class Simulator:
             if len(self._tokens) > 1000:  # forget long-expired tokens
                 self._tokens = {t: e for t, e in self._tokens.items() if e > now}
             self._tokens[jwt] = exp
+            self.issued_tokens.append(jwt)  # every JWT ever issued, for leak checks in tests
         return jwt
 
     def expire_tokens(self) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from exporter.simulator import SimClock, World, WorldConfig
 from exporter.simulator.model import TERMINAL, stack_state_for
 
@@ -96,11 +94,11 @@ def test_activity_creates_runs_and_usage_grows() -> None:
     assert any(r.driftDetection for r in w.runs.values())
 
 
-def test_ten_thousand_stacks_build_fast() -> None:
-    t = time.perf_counter()
+def test_ten_thousand_stacks_build() -> None:
+    # How fast it builds is measured by bench/, not asserted here (machines are noisy).
     w = World(WorldConfig(seed=1, stacks=10_000, activity=1.0), SimClock())
-    assert time.perf_counter() - t < 2.0
     assert len(w.stacks) == 10_000
+    assert len({s.id for s in w.stacks.values()}) == 10_000
     assert all(len(s.runs) <= 60 for s in w.stacks.values())
 
 

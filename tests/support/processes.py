@@ -184,3 +184,65 @@ class PrometheusProcess(_Process):
         resp = httpx.get(f"{self.url}/api/v1/alerts", timeout=10).json()
         alerts: list[dict[str, Any]] = resp["data"]["alerts"]
         return alerts
+
+    def rules(self) -> list[dict[str, Any]]:
+        """Every loaded rule with its evaluation health (``ok``, ``err``, ``unknown``)."""
+        resp = httpx.get(f"{self.url}/api/v1/rules", timeout=10).json()
+        return [r for g in resp["data"]["groups"] for r in g["rules"]]
+
+
+class AlertmanagerProcess(_Process):
+    """A real Alertmanager (clustering off) sending every alert to the webhook ``receiver_url``.
+
+    Grouping and timings are short so a test sees notifications within seconds:
+    ``group_wait``/``group_interval`` 1 s, and resolved alerts are sent (``send_resolved``).
+    """
+
+    name = "alertmanager"
+
+    def __init__(
+        self,
+        receiver_url: str,
+        group_by: tuple[str, ...] = ("alertname", "account"),
+        group_wait: str = "1s",
+        group_interval: str = "1s",
+        repeat_interval: str = "1h",
+    ) -> None:
+        super().__init__()
+        self.config: dict[str, Any] = {
+            "route": {
+                "receiver": "test",
+                "group_by": list(group_by),
+                "group_wait": group_wait,
+                "group_interval": group_interval,
+                "repeat_interval": repeat_interval,
+            },
+            "receivers": [
+                {
+                    "name": "test",
+                    "webhook_configs": [{"url": receiver_url, "send_resolved": True}],
+                }
+            ],
+        }
+
+    def __enter__(self) -> AlertmanagerProcess:
+        cfg = self.dir / "alertmanager.yml"
+        cfg.write_text(yaml.safe_dump(self.config))
+        self._start(
+            [
+                need("prometheus-alertmanager"),
+                f"--config.file={cfg}",
+                f"--storage.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",  # no gossip port, no peers
+            ]
+        )
+        self._wait_http("/-/ready")
+        return self
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts the Alertmanager holds now (API v2)."""
+        resp = httpx.get(f"{self.url}/api/v2/alerts", timeout=10)
+        resp.raise_for_status()
+        alerts: list[dict[str, Any]] = resp.json()
+        return alerts
