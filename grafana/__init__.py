@@ -1,0 +1,1 @@
+"""Grafana dashboards for spacelift-exporter, generated from Python (see generate.py)."""

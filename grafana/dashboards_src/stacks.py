@@ -1,0 +1,201 @@
+"""Spacelift / Stacks: stacks by state and space, and the stacks that need someone, for how long."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.models import dashboard as dm
+
+from grafana.dashboards_src.common import (
+    ON_STACK,
+    WARN_IF_ANY,
+    Board,
+    graph,
+    grid,
+    is_,
+    query,
+    sel,
+    single,
+    steps,
+)
+
+UID = "spacelift-stacks"
+
+# Every stack (value 1) with its space, state and name as labels.
+STACKS = f"{sel('spacelift_stack_state')} * {ON_STACK} group_left (stack_name) " + sel(
+    "spacelift_stack_info"
+)
+# Seconds each stack has been in its current state, with the same labels. A stack that never
+# changed state (NONE, never run) has no state-since timestamp: it is listed with NaN, shown
+# as "unknown", rather than left out of the tables.
+IN_STATE_FOR = (
+    f"((time() - {sel('spacelift_stack_state_since_timestamp_seconds')})"
+    f" * {ON_STACK} group_left (space, state, stack_name) ({STACKS})"
+    f" or {ON_STACK} ({STACKS} * NaN))"
+)
+UNKNOWN = "unknown"
+
+COLUMNS = {
+    "account": "Account",
+    "stack_name": "Stack",
+    "stack_id": "Stack id",
+    "space": "Space",
+    "state": "State",
+    "Value": "In this state for",
+}
+
+# Colours for "how long": a day is worth a look, a week is neglect.
+AGE_STEPS = steps((None, "green"), (86400, "orange"), (7 * 86400, "red"))
+
+
+def _stacks_where(flag: str) -> str:
+    return f"{IN_STATE_FOR} and {ON_STACK} ({sel(flag)} == 1)"
+
+
+def build() -> dm.Dashboard:
+    b = Board(
+        UID,
+        "Spacelift / Stacks",
+        "Stacks by state and space, and tables of the stacks that are failed, locked, drifted "
+        "or disabled, with how long they have been in their current state.",
+    )
+    b.row(
+        "Stacks",
+        [
+            single(
+                "Stacks",
+                "All stacks.",
+                "short",
+                query(f"sum({sel('spacelift_stacks')})"),
+                w=4,
+            ),
+            single(
+                "Failed",
+                "Stacks in the FAILED state.",
+                "short",
+                query(f"sum({sel('spacelift_stacks', is_('state', 'FAILED'))}) or vector(0)"),
+                w=4,
+                thresholds=steps((None, "green"), (1, "red")),
+            ),
+            single(
+                "Locked",
+                "Stacks locked by a person or a run.",
+                "short",
+                query(f"sum({sel('spacelift_stacks_locked')}) or vector(0)"),
+                w=4,
+            ),
+            single(
+                "Drifted",
+                "Stacks whose last drift detection found drift.",
+                "short",
+                query(f"sum({sel('spacelift_stacks_drifted')}) or vector(0)"),
+                w=4,
+                thresholds=WARN_IF_ANY,
+            ),
+            single(
+                "Disabled",
+                "Disabled stacks.",
+                "short",
+                query(f"sum({sel('spacelift_stacks_disabled')}) or vector(0)"),
+                w=4,
+            ),
+            single(
+                "Spaces",
+                "Spaces in the account.",
+                "short",
+                query(f"sum({sel('spacelift_spaces')})"),
+                w=4,
+            ),
+            graph(
+                "Stacks by state",
+                "Stacks in each state over time.",
+                "short",
+                query(f"sum by (state) ({sel('spacelift_stacks')})", "{{state}}"),
+                stacked=True,
+            ),
+            grid(
+                "Stacks by space and state",
+                "Stacks per space (rows) and state (columns) now.",
+                "short",
+                query(
+                    f"sum by (space, state) ({sel('spacelift_stacks')})",
+                    instant=True,
+                    table_format=True,
+                ),
+                columns={},
+                pivot=("space", "state"),
+            ),
+            graph(
+                "Locked, drifted and disabled stacks by space",
+                "Locked, drifted and disabled stacks per space over time.",
+                "short",
+                query(f"sum by (space) ({sel('spacelift_stacks_locked')})", "locked {{space}}"),
+                query(f"sum by (space) ({sel('spacelift_stacks_drifted')})", "drifted {{space}}"),
+                query(f"sum by (space) ({sel('spacelift_stacks_disabled')})", "disabled {{space}}"),
+                w=24,
+            ),
+        ],
+    )
+    b.row(
+        "Stacks that need someone",
+        [
+            grid(
+                "Failed stacks",
+                "Stacks in the FAILED state and how long they have been failed, longest first.",
+                "s",
+                query(
+                    f"{IN_STATE_FOR} and {ON_STACK} "
+                    + sel("spacelift_stack_state", is_("state", "FAILED")),
+                    instant=True,
+                    table_format=True,
+                ),
+                columns=COLUMNS,
+                sort_by="In this state for",
+                nan_text=UNKNOWN,
+                thresholds=AGE_STEPS,
+            ),
+            grid(
+                "Locked stacks",
+                "Locked stacks and how long they have been in their current state (Spacelift "
+                "does not give the time of the lock itself), longest first.",
+                "s",
+                query(_stacks_where("spacelift_stack_locked"), instant=True, table_format=True),
+                columns=COLUMNS,
+                sort_by="In this state for",
+                nan_text=UNKNOWN,
+                thresholds=AGE_STEPS,
+            ),
+            grid(
+                "Drifted stacks",
+                "Stacks whose last drift detection found drift, and how long they have been in "
+                "their current state, longest first.",
+                "s",
+                query(_stacks_where("spacelift_stack_drifted"), instant=True, table_format=True),
+                columns=COLUMNS,
+                sort_by="In this state for",
+                nan_text=UNKNOWN,
+                thresholds=AGE_STEPS,
+            ),
+            grid(
+                "Disabled stacks",
+                "Disabled stacks and how long they have been in their current state, longest "
+                "first.",
+                "s",
+                query(_stacks_where("spacelift_stack_disabled"), instant=True, table_format=True),
+                columns=COLUMNS,
+                sort_by="In this state for",
+                nan_text=UNKNOWN,
+            ),
+            grid(
+                "All stacks by time in state",
+                "Every stack with its state and how long it has been in it, longest first. "
+                "Empty when per-stack series are switched off in the exporter.",
+                "s",
+                query(IN_STATE_FOR, instant=True, table_format=True),
+                columns=COLUMNS,
+                sort_by="In this state for",
+                nan_text=UNKNOWN,
+                w=24,
+                h=10,
+            ),
+        ],
+    )
+    return b.build()
