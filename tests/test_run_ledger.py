@@ -78,7 +78,7 @@ def test_a_run_seen_in_many_polls_is_counted_once() -> None:
     done = run("r1", "FINISHED", T0 + 10)
     for i in range(4):
         led.apply(listing, [], [view(done)], T0 + 100 + i)
-    assert led.finished == {(SPACE, "s1", "TRACKED", "FINISHED"): 1}
+    assert counted(led) == {(SPACE, "s1", "TRACKED", "FINISHED"): 1}
     assert "r1" not in led.active
 
 
@@ -86,7 +86,7 @@ def test_a_run_never_seen_active_is_counted_when_first_seen_terminal() -> None:
     led = Ledger(baseline=T0)
     r = run("r1", "FAILED", T0 + 5, commit=T0 - 100)
     led.apply({"s1": mark()}, [], [view(r)], T0 + 100)
-    assert led.finished == {(SPACE, "s1", "TRACKED", "FAILED"): 1}
+    assert counted(led) == {(SPACE, "s1", "TRACKED", "FAILED"): 1}
     assert led.lead_time == {}  # only FINISHED tracked runs
     led.apply({"s1": mark()}, [], [view(r)], T0 + 200)
     assert total(led) == 1
@@ -145,7 +145,7 @@ def test_floor_stays_under_the_oldest_active_run() -> None:
     assert led.floor[("s1", RUNS)] == T0 + 10
     discarded = run("a", "DISCARDED", T0 + 10)
     led.apply(listing, [], [view(newer, discarded)], T0 + 200)
-    assert led.finished == {
+    assert counted(led) == {
         (SPACE, "s1", "TRACKED", "FINISHED"): 1,
         (SPACE, "s1", "TRACKED", "DISCARDED"): 1,
     }
@@ -208,7 +208,7 @@ def test_deleted_stack_is_forgotten_after_the_grace_and_its_counts_retire() -> N
         assert "s1" in led.stacks
         led.apply({"s2": mark()}, [], [], T0 + 40 + i)
     assert "s1" not in led.stacks and "a" not in led.active
-    assert led.finished == {(SPACE, "", "TRACKED", "FINISHED"): 1}
+    assert counted(led) == {(SPACE, "", "TRACKED", "FINISHED"): 1}
 
 
 def test_needs_older_page_when_everything_read_is_new() -> None:
@@ -268,3 +268,17 @@ def test_parse_run_from_an_api_answer() -> None:
 
     with pytest.raises(MalformedResponseError):
         parse_run({**raw, "history": None}, "stack", "x")
+
+
+def counted(led: Ledger) -> dict[tuple[str, str, str, str], int]:
+    """Runs counted; the 0-valued keys exposed ahead of a first run are left out."""
+    return {k: v for k, v in led.finished.items() if v}
+
+
+def test_an_active_run_exposes_its_likely_outcomes_at_zero() -> None:
+    led = Ledger(baseline=T0)
+    led.apply({"s1": mark()}, [], [view(run("r1", "PLANNING", T0 + 10))], T0 + 20)
+    assert led.finished == {
+        (SPACE, "s1", "TRACKED", "FINISHED"): 0,
+        (SPACE, "s1", "TRACKED", "FAILED"): 0,
+    }

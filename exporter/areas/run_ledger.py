@@ -192,6 +192,9 @@ class Want:
     proposed_before: str | None = None
 
 
+LIKELY_OUTCOMES = ("FINISHED", "FAILED")
+
+
 @dataclass
 class Ledger:
     baseline: float
@@ -398,6 +401,10 @@ class Ledger:
         a = self.active.get(run.id)
         if a is None:
             self.active[run.id] = ActiveRun(run, space, in_queue, now)
+            # Expose the counters this run will most likely move, at 0, while it is still
+            # running: increase() cannot see the first increment of a series born at 1.
+            for outcome in LIKELY_OUTCOMES:
+                self.finished.setdefault((space, run.stack_id, run.type, outcome), 0)
             return
         if len(run.history) >= len(a.obs.history):
             a.obs = run
