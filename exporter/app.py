@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import httpx
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -62,7 +63,10 @@ class App:
                 )
                 self.pollers[(account.name, area)] = AREAS[area].create(ctx)
         self.store = Store(list(self.pollers))
-        self.exposition = Exposition(self._collect, self.registry)
+        parts: dict[str, Callable[[FamilyBuilder], None]] = {"health": self._collect_health}
+        for area in dict.fromkeys(area for _, area in self.pollers):
+            parts[area] = partial(self._collect_area, area)
+        self.exposition = Exposition(parts, self.registry)
         self._render_lock = threading.Lock()
         self.exposition.refresh()
 
@@ -108,7 +112,9 @@ class App:
             log.debug("poll ok", extra={"account": account, "area": area, "seconds": duration})
             ok = True
         with self._render_lock:
-            self.exposition.refresh()
+            # A failed poll left the area's snapshot as it was: only the health part changed.
+            fresh = self.store.get(key).snapshot is not None and (ok or self.store.get(key).partial)
+            self.exposition.refresh("health", *((area,) if fresh else ()))
         return ok
 
     def _save_state(self, key: Key) -> None:
@@ -133,18 +139,20 @@ class App:
         for client in self.clients.values():
             client.close()
 
-    def _collect(self, out: FamilyBuilder) -> None:
-        items = self.store.items()
-        health.collect(items, out)
-        for key, st in items:
-            if st.snapshot is None:
+    def _collect_health(self, out: FamilyBuilder) -> None:
+        health.collect(self.store.items(), out)
+
+    def _collect_area(self, area: str, out: FamilyBuilder) -> None:
+        """Every account's series of one area."""
+        for key, st in self.store.items():
+            if key[1] != area or st.snapshot is None:
                 continue
-            # Each area renders into its own builder: a bug in one area's collector drops
-            # that area's series (and says so in the log), never the whole exposition.
+            # Each account renders into its own builder: a bug in the collector drops that
+            # account's series of the area (and says so in the log), nothing else.
             scratch = FamilyBuilder()
             try:
                 self.pollers[key].collect(st.snapshot, scratch)
             except Exception:
-                log.exception("rendering failed", extra={"account": key[0], "area": key[1]})
+                log.exception("rendering failed", extra={"account": key[0], "area": area})
                 continue
             out.extend(scratch)

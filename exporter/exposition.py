@@ -1,9 +1,9 @@
 """Rendered /metrics bytes.
 
 The Spacelift part (every area's snapshot plus poll health) is rendered once per change, in
-both formats, and scrapes serve those bytes: a scrape costs the same whatever the account's
-size and never calls Spacelift. The small process part (the exporter's own API counters,
-CPU, memory) is rendered per scrape so it is current.
+both formats and part by part, and scrapes serve those bytes: a scrape costs the same
+whatever the account's size and never calls Spacelift. The small process part (the
+exporter's own API counters, CPU, memory) is rendered per scrape so it is current.
 """
 
 from __future__ import annotations
@@ -32,33 +32,41 @@ class _Families(Collector):
 
 
 class Exposition:
-    def __init__(self, build: Callable[[FamilyBuilder], None], live: CollectorRegistry) -> None:
-        self._build = build
+    """The exposition in parts (poll health, then one part per area), each re-rendered only
+    when its data changes: a worker-pool poll does not re-render 10,000 stacks.
+
+    Parts never share a metric name (each metric belongs to one area), so concatenating
+    their renderings is a valid exposition in either format.
+    """
+
+    def __init__(
+        self, parts: dict[str, Callable[[FamilyBuilder], None]], live: CollectorRegistry
+    ) -> None:
+        self._parts = parts
         self._live = live
         self._lock = threading.Lock()
-        self._text = b""
-        self._openmetrics = b""
+        self._rendered: dict[str, tuple[bytes, bytes]] = dict.fromkeys(parts, (b"", b""))
 
-    def refresh(self) -> None:
-        """Re-render the Spacelift part; called after every poll."""
-        out = FamilyBuilder()
-        self._build(out)
-        fams = _Families(out.families())
-        text = text_format.generate_latest(fams)
-        om: bytes = openmetrics.generate_latest(fams)  # type: ignore[no-untyped-call]
-        if om.endswith(_EOF):
-            om = om[: -len(_EOF)]
-        with self._lock:  # swap both together
-            self._text, self._openmetrics = text, om
+    def refresh(self, *names: str) -> None:
+        """Re-render the named parts (all of them when none is named)."""
+        for name in names or tuple(self._parts):
+            out = FamilyBuilder()
+            self._parts[name](out)
+            fams = _Families(out.families())
+            text = text_format.generate_latest(fams)
+            om: bytes = openmetrics.generate_latest(fams)  # type: ignore[no-untyped-call]
+            with self._lock:  # both formats swap together
+                self._rendered[name] = (text, om.removesuffix(_EOF))
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition for a scrape, in the format its Accept header prefers."""
         with self._lock:
-            text, om = self._text, self._openmetrics
+            rendered = list(self._rendered.values())
         if _wants_openmetrics(accept):
             live: bytes = openmetrics.generate_latest(self._live)  # type: ignore[no-untyped-call]
-            return om + live, OPENMETRICS_TYPE
-        return text + text_format.generate_latest(self._live), TEXT_TYPE
+            return b"".join(om for _, om in rendered) + live, OPENMETRICS_TYPE
+        body = b"".join(text for text, _ in rendered)
+        return body + text_format.generate_latest(self._live), TEXT_TYPE
 
 
 def _wants_openmetrics(accept: str | None) -> bool:

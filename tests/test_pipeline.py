@@ -249,6 +249,7 @@ def test_a_collector_bug_drops_one_area_not_the_exposition(
         raise RuntimeError("bug")
 
     monkeypatch.setattr(app.pollers[("sim", "usage")], "collect", broken)
+    assert app.poll(("sim", "usage"))  # polled fine; rendering it fails
     pool = sorted(world.pools)[0]
     world.set_workers(pool, 6)
     assert app.poll(("sim", WP))
@@ -303,3 +304,26 @@ def test_accounts_with_different_stack_labels_share_one_family(
         own, other = ("label_team", "label_env")[:: 1 if sample.labels["account"] == "one" else -1]
         assert own in sample.labels  # each account's own label is there
         assert sample.labels.get(other, "") == ""  # the other account's is empty (absent)
+
+
+def test_a_poll_re_renders_only_its_own_area(
+    sim: Simulator, world: World, clock: SimClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(sim, clock)
+    app.poll_all()
+    calls: list[str] = []
+    stacks = app.pollers[("sim", "stacks")]
+    original = stacks.collect
+
+    def counting(snapshot: object, out: object) -> None:
+        calls.append("stacks")
+        original(snapshot, out)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stacks, "collect", counting)
+    app.poll(("sim", WP))  # at 10,000 stacks, re-rendering them would cost seconds
+    sim.faults.http_status(503, times=None)
+    app.poll(("sim", "stacks"))  # failed: its snapshot, hence its rendering, is unchanged
+    assert calls == []
+    sim.faults.clear()
+    app.poll(("sim", "stacks"))
+    assert calls == ["stacks"]
