@@ -1,8 +1,9 @@
 """What a scrape and a poll cost as the account grows.
 
 For accounts of 100, 1,000 and 10,000 stacks (the simulator, over real HTTP on loopback):
-poll every area once, then measure the exposition's size, the time to re-render it after a
-poll, and the time to serve one scrape (the bytes are pre-rendered, so a scrape should not
+poll every area once, then measure the exposition's size, the time to re-render all of it,
+the time a worker pool poll spends re-rendering (its own area only), and the time to serve
+one scrape (the bytes are pre-rendered, so a scrape should not
 grow with the work a poll does). Prints figures; asserts nothing.
 
     python bench/scrape_cost.py [--sizes 100,1000,10000] [--scrapes 200]
@@ -45,6 +46,9 @@ def measure(stacks: int, scrapes: int) -> dict[str, float]:
         t0 = time.perf_counter()
         app.exposition.refresh()
         render_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        app.exposition.refresh("health", "worker_pools")  # what a worker pool poll pays
+        pools_render_seconds = time.perf_counter() - t0
         body, _ = app.exposition.render(None)
         timings = []
         for _ in range(scrapes):
@@ -60,6 +64,7 @@ def measure(stacks: int, scrapes: int) -> dict[str, float]:
         "series": series,
         "bytes": len(body),
         "render_ms": render_seconds * 1000,
+        "pools_render_ms": pools_render_seconds * 1000,
         "scrape_ms": statistics.median(timings) * 1000,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -72,18 +77,19 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     head = f"{'stacks':>7} {'all ok':>6} {'requests':>8} {'poll s':>7} {'series':>7} "
-    head += f"{'bytes':>9} {'render ms':>9} {'scrape ms':>9} {'max RSS MB':>10}"
+    head += f"{'bytes':>9} {'render ms':>9} {'pools ms':>8} {'scrape ms':>9} {'max RSS MB':>10}"
     print(head)
     for n in sizes:
         m = measure(n, args.scrapes)
         print(
             f"{n:>7} {'yes' if m['ok'] else 'NO':>6} {m['requests']:>8.0f} {m['poll_s']:>7.2f} "
             f"{m['series']:>7.0f} {m['bytes']:>9.0f} {m['render_ms']:>9.1f} "
+            f"{m['pools_render_ms']:>8.1f} "
             f"{m['scrape_ms']:>9.3f} {m['rss_mb']:>10.0f}"
         )
     print(
-        "scrape time is the median of serving pre-rendered bytes; render time is paid once "
-        "per poll, never per scrape."
+        "render ms: every area re-rendered; pools ms: what a worker pool poll re-renders "
+        "(its area and poll health); scrape ms: median time to serve pre-rendered bytes."
     )
 
 
