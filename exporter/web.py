@@ -8,6 +8,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -143,14 +144,13 @@ def landing_page(app: App) -> str:
             status = "permission denied (serving nothing for this area)"
         else:
             status = "failing, serving the last good data"
-        rows.append(
-            "<tr>"
-            + "".join(
-                f"<td>{html.escape(str(v))}</td>"
-                for v in (account, area, status, st.error or "", st.polls, st.failures)
-            )
-            + "</tr>"
+        last = (
+            time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(st.last_success))
+            if st.last_success is not None
+            else "never"
         )
+        cells = (account, area, status, last, st.error or "", st.polls, st.failures)
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in cells) + "</tr>\n")
     path = html.escape(app.config.telemetry_path)
     return f"""<!doctype html>
 <html><head><title>Spacelift exporter</title></head>
@@ -161,8 +161,8 @@ def landing_page(app: App) -> str:
 <li><a href="/readyz">Readiness</a></li></ul>
 <h2>Polls</h2>
 <table border="1" cellpadding="4">
-<tr><th>Account</th><th>Area</th><th>Status</th><th>Last error</th><th>Polls</th>
-<th>Failures</th></tr>
+<tr><th>Account</th><th>Area</th><th>Status</th><th>Last success</th><th>Last error</th>
+<th>Polls</th><th>Failures</th></tr>
 {"".join(rows)}
 </table>
 </body></html>
