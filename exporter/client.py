@@ -231,9 +231,10 @@ class SpaceliftClient:
                     return self._jwt  # type: ignore[return-value]
                 raise
             except SpaceliftError:
-                # Spacelift unreachable or failing: an outage, reported as such (its own kind),
-                # retried at the next poll; a token that is still valid keeps serving meanwhile.
-                self._count_exchange("failure")
+                # Spacelift unreachable or failing: an outage, reported as such (its own kind,
+                # outcome "error", not a refusal), retried at the next poll; a token that is
+                # still valid keeps serving meanwhile.
+                self._count_exchange("error")
                 if still_valid:
                     log.warning("token refresh failed, using the current token until it expires")
                     return self._jwt  # type: ignore[return-value]

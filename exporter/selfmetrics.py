@@ -30,7 +30,8 @@ API_REQUEST_DURATION = MetricDef(
 TOKEN_EXCHANGES = MetricDef(
     "spacelift_api_token_exchanges",
     "counter",
-    "Exchanges of the API key for a JWT (apiKeyUser), by outcome.",
+    "Exchanges of the API key for a JWT (apiKeyUser), by outcome: success, failure (the key "
+    "was refused) or error (Spacelift unreachable or failing).",
     ("account", "outcome"),
 )
 RATE_LIMITED = MetricDef(
@@ -74,6 +75,6 @@ class SelfMetrics:
 
     def init_account(self, account: str) -> None:
         """Expose zeroes before the first event, so rate() and alerts see a starting point."""
-        for outcome in ("success", "failure"):
+        for outcome in ("success", "failure", "error"):
             self.exchanges.labels(account, outcome)
         self.rate_limited_total.labels(account)

@@ -327,3 +327,18 @@ def test_a_poll_re_renders_only_its_own_area(
     sim.faults.clear()
     app.poll(("sim", "stacks"))
     assert calls == ["stacks"]
+
+
+def test_exchange_outage_counts_as_error_not_as_a_refused_key(
+    sim: Simulator, world: World, clock: SimClock
+) -> None:
+    app = make_app(sim, clock)
+    sim.faults.http_status(503, operation="SpaceliftExporterGetToken", times=None)
+    assert not app.poll(("sim", WP))
+    exchanges = "spacelift_api_token_exchanges_total"
+    assert value(app, exchanges, account="sim", outcome="error") == 1
+    assert value(app, exchanges, account="sim", outcome="failure") == 0
+    assert app.store.get(("sim", WP)).error_kind == "server_error"
+    sim.faults.clear()
+    assert app.poll(("sim", WP))  # recovers at the next poll: no refused-key backoff
+    assert value(app, exchanges, account="sim", outcome="success") == 1
