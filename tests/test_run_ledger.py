@@ -10,6 +10,7 @@ from exporter.areas.run_ledger import (
     MISSING_GRACE,
     PROPOSED,
     RUNS,
+    TOMBSTONE_RETENTION,
     Ledger,
     ListView,
     RunObs,
@@ -196,7 +197,28 @@ def test_sweep_fills_spare_slots_and_walks_every_stack() -> None:
         wants = led.plan(listing, [], batch=4, now=T0 + i, sweep_slots=4)
         assert len(wants) == 4
         seen |= set(wants)
+        led.apply(listing, [], [], T0 + i)  # the poll succeeded: the cursor moves on
     assert seen == set(listing)
+
+
+def test_a_failed_poll_does_not_move_the_sweep_on() -> None:
+    led = Ledger(baseline=T0)
+    listing = {f"s{i:02d}": mark() for i in range(10)}
+    led.apply(listing, [], [], T0)
+    first = led.plan(listing, [], batch=4, now=T0, sweep_slots=4)
+    # the poll's requests failed: apply is never called, the next poll sweeps the same stacks
+    assert led.plan(listing, [], batch=4, now=T0 + 30, sweep_slots=4) == first
+    led.apply(listing, [], [], T0 + 30)
+    assert not set(led.plan(listing, [], batch=4, now=T0 + 60, sweep_slots=4)) & set(first)
+
+
+def test_the_sweep_gets_slots_when_changed_stacks_fill_whole_batches() -> None:
+    led = Ledger(baseline=T0)
+    listing = {f"s{i:02d}": mark() for i in range(10)}
+    led.apply(listing, [], [], T0)
+    changed = {sid: (mark("PLANNING", T0 + 5) if sid < "s04" else m) for sid, m in listing.items()}
+    wants = led.plan(changed, [], batch=4, now=T0 + 30, sweep_slots=4)
+    assert len(wants) > 4  # four changed stacks fill a batch; the sweep gets one of its own
 
 
 def test_deleted_stack_is_forgotten_after_the_grace_and_its_counts_retire() -> None:
@@ -208,7 +230,28 @@ def test_deleted_stack_is_forgotten_after_the_grace_and_its_counts_retire() -> N
         assert "s1" in led.stacks
         led.apply({"s2": mark()}, [], [], T0 + 40 + i)
     assert "s1" not in led.stacks and "a" not in led.active
+    # its count and floor stay with it (a tombstone) until TOMBSTONE_RETENTION has passed
+    assert counted(led) == {(SPACE, "s1", "TRACKED", "FINISHED"): 1}
+    assert led.handled(run("r", "FINISHED", T0 + 1))
+    led.apply({"s2": mark()}, [], [], T0 + 50 + TOMBSTONE_RETENTION)
     assert counted(led) == {(SPACE, "", "TRACKED", "FINISHED"): 1}
+    assert "s1" not in led.forgotten and ("s1", RUNS) not in led.floor
+
+
+def test_a_stack_back_after_the_grace_is_not_counted_again() -> None:
+    led = Ledger(baseline=T0)
+    listing = {"s1": mark(), "s2": mark()}
+    old = [run(f"r{i}", "FINISHED", T0 + 10 * i) for i in range(5, 0, -1)]
+    led.apply(listing, [], [view(*old)], T0 + 100)
+    assert total(led) == 5
+    for i in range(MISSING_GRACE + 1):
+        led.apply({"s2": mark()}, [], [], T0 + 110 + i)
+    assert "s1" in led.forgotten
+    back = led.plan(listing, [], batch=20, now=T0 + 200, sweep_slots=0)
+    assert back["s1"].runs and back["s1"].proposed  # read what it ran while away
+    led.apply(listing, [], [view(run("n", "FAILED", T0 + 150), *old)], T0 + 200)
+    assert total(led) == 6 and "s1" not in led.forgotten
+    assert counted(led)[(SPACE, "s1", "TRACKED", "FINISHED")] == 5
 
 
 def test_needs_older_page_when_everything_read_is_new() -> None:
@@ -282,3 +325,34 @@ def test_an_active_run_exposes_its_likely_outcomes_at_zero() -> None:
         (SPACE, "s1", "TRACKED", "FINISHED"): 0,
         (SPACE, "s1", "TRACKED", "FAILED"): 0,
     }
+    # proposed runs and tasks change no infrastructure: no placeholders (half the series)
+    led.apply({"s1": mark()}, [], [view(run("p1", "PLANNING", T0 + 11, rtype="PROPOSED"))], T0)
+    led.apply({"s1": mark()}, [], [view(run("t1", "PLANNING", T0 + 12, rtype="TASK"))], T0)
+    assert all(k[2] == "TRACKED" for k in led.finished)
+
+
+def test_placeholders_are_not_persisted_and_come_back_from_the_active_runs() -> None:
+    led = Ledger(baseline=T0)
+    led.apply({"s1": mark()}, [], [view(run("r1", "PLANNING", T0 + 10))], T0 + 20)
+    raw = led.to_json()
+    assert raw["finished"] == []
+    assert Ledger.from_json(json.loads(json.dumps(raw))).finished == led.finished
+
+
+def test_changed_only_when_something_worth_saving_happened() -> None:
+    led = Ledger(baseline=T0)
+    listing = {"s1": mark(), "s2": mark()}
+    active = run("a", "PLANNING", T0 + 10)
+    led.apply(
+        listing, [active], [view(run("r", "FINISHED", T0 + 5, stack="s2"), stack="s2")], T0 + 20
+    )
+    assert led.changed
+    led.changed = False
+    for i in range(3):  # the same picture again: nothing to write
+        led.plan(listing, [active], batch=1, now=T0 + 30 + i, sweep_slots=1)
+        led.apply(
+            listing, [active], [view(run("r", "FINISHED", T0 + 5, stack="s2"), stack="s2")], T0 + 30
+        )
+        assert not led.changed
+    led.apply(listing, [run("a", "APPLYING", T0 + 10, step=20)], [], T0 + 60)
+    assert led.changed

@@ -259,6 +259,31 @@ def test_restart_with_a_state_file_neither_recounts_nor_misses(
     assert not list(state.parent.glob("*.json.*")), "temporary files left behind"
 
 
+def test_state_file_is_written_only_when_the_ledger_changed(sim: Simulator, tmp_path: Path) -> None:
+    world = sim.world
+    path = tmp_path / "state.json"
+    app = make_app(sim, state_file=path)
+    assert app.poll_all()
+    sid = _stack_on(world, private=False)
+    world.trigger_run(sid, "TRACKED")
+    world.advance(5)
+    assert app.poll_all()
+    written = path.stat().st_ino  # each write is a new file renamed over the old one
+    for _ in range(3):  # nothing happened: no rewrite, no fsync
+        assert app.poll_all()
+        assert path.stat().st_ino == written
+    section = json.loads(path.read_text())["sections"]["127.0.0.1/runs"]
+    assert section["active"] and all(row[-1] for row in section["finished"])  # no 0 placeholders
+    app.close()
+    app2 = make_app(sim, state_file=path)  # placeholders come back from the active run
+    assert app2.poll_all()
+    space = world.stacks[sid].space
+    assert (
+        scrape(app2)[FINISHED][lab(space=space, stack_id=sid, run_type="TRACKED", state="FAILED")]
+        == 0
+    )
+
+
 def test_restart_without_a_state_file_takes_a_new_baseline(sim: Simulator) -> None:
     world = sim.world
     app = make_app(sim)
@@ -341,10 +366,59 @@ def test_deleted_stack_series_disappear_and_space_total_stays(sim: Simulator) ->
     assert not any(dict(k).get("stack_id") == sid for k in m[FINISHED])
     assert m["spacelift_runs"] == truth_active(world)
     assert _finished(app) == truth_finished(world, t0)
-    for _ in range(2):  # after the grace polls its count moves to the space's stack_id=""
+    for _ in range(3):  # past the grace: no retired stack_id="" series born at its history
         assert app.poll_all()
-    retired = lab(space=space, run_type="TRACKED", state=run.state)
-    assert _finished(app)[retired] == 1
+        assert not any(("stack_id", sid) in k for k in scrape(app)[FINISHED])
+        assert _finished(app) == truth_finished(world, t0)
+    assert not any(dict(k).get("space") == space for k in _finished(app))
+
+
+def test_without_stack_id_a_deleted_stack_leaves_the_space_total_continuous(
+    sim: Simulator,
+) -> None:
+    world = sim.world
+    app = make_app(sim, options={"runs": {"stack_id_label": False}})
+    assert app.poll_all()
+    sid = _stack_on(world)
+    space = world.stacks[sid].space
+    for _ in range(3):
+        run_to_end(world, world.trigger_run(sid, "TRACKED"))
+        assert app.poll_all()
+    before = _finished(app)
+    assert sum(v for k, v in before.items() if ("space", space) in k) == 3
+    world.delete_stack(sid)
+    for _ in range(4):  # through the grace and beyond: the space's series never move
+        world.advance(30)
+        assert app.poll_all()
+        assert _finished(app) == before
+
+
+def test_a_stack_missing_from_the_listing_for_a_while_is_not_counted_again(
+    sim: Simulator,
+) -> None:
+    world = sim.world
+    app = make_app(sim)
+    t0 = world.clock.now()
+    assert app.poll_all()
+    sid = _stack_on(world)
+    for _ in range(5):
+        run_to_end(world, world.trigger_run(sid, "TRACKED"))
+        world.advance(30)
+        assert app.poll_all()
+    assert _finished(app) == truth_finished(world, t0)
+    hidden = world.stacks.pop(sid)  # invisible to the key (a space permission change)
+    world.stacks_version += 1
+    for _ in range(3):  # longer than the grace: the ledger forgets it
+        world.advance(30)
+        assert app.poll_all()
+    world.stacks[sid] = hidden
+    world.stacks_version += 1
+    run_to_end(world, world.trigger_run(sid, "TRACKED"))  # one more while it is back
+    for _ in range(4):
+        world.advance(30)
+        assert app.poll_all()
+    assert _finished(app) == truth_finished(world, t0)
+    assert sum(v for k, v in _finished(app).items() if ("stack_id", sid) in k) == 6
 
 
 def test_new_space_and_new_stack_are_picked_up(sim: Simulator) -> None:

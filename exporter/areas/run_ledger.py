@@ -45,6 +45,11 @@ STATE_VERSION = 1
 # Polls a stack may be missing from the listing before its ledger entries are dropped (a stack
 # can slip between two pages when others are added or deleted during the listing).
 MISSING_GRACE = 2
+# How long the floor and counts of a stack gone from the listing are kept (its "tombstone"), so
+# a stack that comes back (a permission change, a listing glitch, a restored stack) is not
+# counted again from the baseline. After this, its runs are past Spacelift's run retention
+# anyway; the tombstone is pruned and (stack_id label off) its counts stay in the space total.
+TOMBSTONE_RETENTION = 30 * 86400.0
 
 
 def kind_of(run_type: str) -> str:
@@ -64,7 +69,13 @@ class RunObs:
     drift: bool = False
     needs_approval: bool = False
     commit_ts: float | None = None
-    history: tuple[tuple[str, float], ...] = ()  # (state, timestamp), oldest first
+    history: tuple[tuple[str, float], ...] = ()  # (state, timestamp), sorted oldest first
+
+    def __post_init__(self) -> None:
+        # The API's order is not guaranteed: sort by timestamp (stable, so ties keep theirs).
+        ordered = tuple(sorted(self.history, key=lambda h: h[1]))
+        if ordered != self.history:
+            object.__setattr__(self, "history", ordered)
 
     @property
     def kind(self) -> str:
@@ -193,6 +204,9 @@ class Want:
 
 
 LIKELY_OUTCOMES = ("FINISHED", "FAILED")
+# Only runs that change infrastructure get those 0-valued series ahead of their first finish
+# (the alerts on failed runs watch them); proposed runs and tasks would double the series.
+PLACEHOLDER_TYPES = frozenset({"TRACKED", "DESTROY"})
 
 
 @dataclass
@@ -203,13 +217,17 @@ class Ledger:
     active: dict[str, ActiveRun] = field(default_factory=dict)
     done: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
     floor: dict[tuple[str, str], float] = field(default_factory=dict)
-    # (space, stack_id, run_type, state) -> runs counted
+    # stack gone from the listing -> when it was forgotten (its floor, done and counts stay)
+    forgotten: dict[str, float] = field(default_factory=dict)
+    # (space, stack_id, run_type, state) -> runs counted (stack_id "": pruned tombstones)
     finished: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     duration: dict[tuple[str, str, str], Hist] = field(default_factory=dict)
     queue_wait: dict[tuple[str, str], Hist] = field(default_factory=dict)
     lead_time: dict[str, Hist] = field(default_factory=dict)
     sweep_cursor: str = ""
     changed: bool = True  # something worth persisting happened since the last export
+    # The sweep cursor ``plan`` would move to; committed by ``apply`` (a failed poll skips none).
+    planned_cursor: str | None = field(default=None, repr=False, compare=False)
 
     # -- questions the poller asks before reading run lists ---------------------------------
 
@@ -258,6 +276,7 @@ class Ledger:
         stack in turn, which catches runs no other signal reveals.
         """
         wants: dict[str, Want] = {}
+        self.planned_cursor = None
 
         def want(sid: str, runs: bool = False, proposed: bool = False) -> None:
             old = wants.get(sid, Want())
@@ -266,7 +285,9 @@ class Ledger:
         for sid, mark in listing.items():
             old = self.stacks.get(sid)
             if old is None:
-                if mark.state not in STACK_AT_REST or mark.needs_approval:
+                if sid in self.forgotten:  # back after a gap: read what it ran meanwhile
+                    want(sid, runs=True, proposed=True)
+                elif mark.state not in STACK_AT_REST or mark.needs_approval:
                     want(sid, runs=True, proposed=mark.needs_approval)
                 continue
             if (old.state, old.state_set_at, old.tracked_commit) != (
@@ -285,7 +306,8 @@ class Ledger:
                 want(a.obs.stack_id, runs=a.obs.kind == RUNS, proposed=a.obs.kind == PROPOSED)
         if sweep_slots <= 0:
             return wants
-        spare = (-len(wants)) % batch if wants else batch
+        # The last batch's free slots, or a batch of its own when the last one is full.
+        spare = (-len(wants)) % batch or batch
         spare = min(spare, sweep_slots)
         if spare <= 0:
             return wants
@@ -309,7 +331,7 @@ class Ledger:
                     continue
                 want(sid, runs=True, proposed=True)
                 picked += 1
-                self.sweep_cursor = sid  # advanced here; committed with the ledger
+                self.planned_cursor = sid  # committed by apply, after a successful poll
                 if picked >= spare:
                     break
         return wants
@@ -324,16 +346,27 @@ class Ledger:
         now: float,
     ) -> None:
         """Fold one successful poll into the ledger."""
-        self.changed = True
+        if self.planned_cursor is not None:
+            self.sweep_cursor = self.planned_cursor  # not worth a state file write by itself
+            self.planned_cursor = None
         for sid in list(self.stacks):
             if sid in listing:
-                self.missing.pop(sid, None)
+                if self.missing.pop(sid, None) is not None:
+                    self.changed = True
                 continue
             self.missing[sid] = self.missing.get(sid, 0) + 1
+            self.changed = True
             if self.missing[sid] >= MISSING_GRACE:
-                self._forget_stack(sid)
+                self._forget_stack(sid, now)
         for sid, mark in listing.items():
-            self.stacks[sid] = mark
+            if self.stacks.get(sid) != mark:
+                self.stacks[sid] = mark
+                self.changed = True
+            if self.forgotten.pop(sid, None) is not None:  # back: its tombstone applies again
+                self.changed = True
+        for sid, at in list(self.forgotten.items()):
+            if now - at > TOMBSTONE_RETENTION:
+                self._prune_tombstone(sid)
 
         in_queue = {r.id for r in queue}
         for a in self.active.values():
@@ -381,6 +414,7 @@ class Ledger:
                     and rid not in in_queue
                 ):
                     del self.active[rid]
+                    self.changed = True
         # Raise the floor: to the oldest run still active in this list, else the newest run.
         if view.runs:
             actives = [
@@ -390,7 +424,9 @@ class Ledger:
             ]
             new_floor = min(actives) if actives else view.runs[0].created_at
             new_floor = max(new_floor, self.floor.get(key, -math.inf))
-            self.floor[key] = new_floor
+            if self.floor.get(key) != new_floor:
+                self.floor[key] = new_floor
+                self.changed = True
             for rid, created in list(done.items()):
                 if created < new_floor:
                     del done[rid]
@@ -401,18 +437,28 @@ class Ledger:
         a = self.active.get(run.id)
         if a is None:
             self.active[run.id] = ActiveRun(run, space, in_queue, now)
-            # Expose the counters this run will most likely move, at 0, while it is still
-            # running: increase() cannot see the first increment of a series born at 1.
-            for outcome in LIKELY_OUTCOMES:
-                self.finished.setdefault((space, run.stack_id, run.type, outcome), 0)
+            self.changed = True
+            self._placeholders(run, space)
             return
-        if len(run.history) >= len(a.obs.history):
+        if len(run.history) >= len(a.obs.history) and run != a.obs:
             a.obs = run
-        a.space = space
+            self.changed = True
+        if a.space != space:
+            a.space = space
+            self.changed = True
         a.in_queue = a.in_queue or in_queue
         a.seen_at = now
 
+    def _placeholders(self, run: RunObs, space: str) -> None:
+        """Expose the counters an infrastructure run will most likely move, at 0, while it is
+        still running: increase() cannot see the first increment of a series born at 1. Kept
+        in memory only (rebuilt from ``active`` after a restore)."""
+        if run.type in PLACEHOLDER_TYPES:
+            for outcome in LIKELY_OUTCOMES:
+                self.finished.setdefault((space, run.stack_id, run.type, outcome), 0)
+
     def _count(self, run: RunObs, space: str) -> None:
+        self.changed = True
         state = run.state
         key = (space, run.stack_id, run.type, state)
         self.finished[key] = self.finished.get(key, 0) + 1
@@ -430,12 +476,25 @@ class Ledger:
                 LEAD_TIME_BUCKETS, max(0.0, ended - run.commit_ts)
             )
 
-    def _forget_stack(self, sid: str) -> None:
-        """A stack deleted for good: drop its entries; its counts stay in its space's total."""
+    def _forget_stack(self, sid: str, now: float) -> None:
+        """A stack gone from the listing past the grace: drop its mark and active runs, keep a
+        tombstone (its floor, ``done`` and counts) so it is not counted again if it comes back.
+        """
+        self.changed = True
         self.stacks.pop(sid, None)
         self.missing.pop(sid, None)
         for rid in [rid for rid, a in self.active.items() if a.obs.stack_id == sid]:
             del self.active[rid]
+        for key in [k for k, v in self.finished.items() if k[1] == sid and not v]:
+            del self.finished[key]
+        self.forgotten[sid] = now
+
+    def _prune_tombstone(self, sid: str) -> None:
+        """A stack gone for longer than TOMBSTONE_RETENTION: its runs are past Spacelift's
+        retention, drop its floor; its counts fold into the space's stack_id="" entries
+        (exposed only with the stack_id label off, where they keep the space total)."""
+        self.changed = True
+        self.forgotten.pop(sid, None)
         for kind in KINDS:
             self.done.pop((sid, kind), None)
             self.floor.pop((sid, kind), None)
@@ -469,7 +528,9 @@ class Ledger:
             ],
             "done": [[sid, kind, ids] for (sid, kind), ids in self.done.items()],
             "floor": [[sid, kind, f] for (sid, kind), f in self.floor.items()],
-            "finished": [[*k, v] for k, v in self.finished.items()],
+            "forgotten": dict(self.forgotten),
+            # 0-valued placeholders are not state: rebuilt from ``active`` on restore
+            "finished": [[*k, v] for k, v in self.finished.items() if v],
             "duration": hists(self.duration),
             "queue_wait": hists(self.queue_wait),
             "lead_time": hists(self.lead_time),
@@ -499,7 +560,11 @@ class Ledger:
         for sid, kind, f in raw["floor"]:
             led.floor[(str(sid), str(kind))] = float(f)
         for space, sid, rtype, state, value in raw["finished"]:
-            led.finished[(str(space), str(sid), str(rtype), str(state))] = int(value)
+            if int(value):
+                led.finished[(str(space), str(sid), str(rtype), str(state))] = int(value)
+        led.forgotten = {str(k): float(v) for k, v in raw.get("forgotten", {}).items()}
+        for a in led.active.values():
+            led._placeholders(a.obs, a.space)
         buckets = raw["buckets"]
         if buckets.get("duration") == list(DURATION_BUCKETS):
             for k, counts, total in raw["duration"]:
@@ -511,6 +576,7 @@ class Ledger:
             for k, counts, total in raw["lead_time"]:
                 led.lead_time[str(k[0])] = _hist(counts, total, 11)
         led.sweep_cursor = str(raw.get("sweep_cursor", ""))
+        led.changed = False  # what the file holds already
         return led
 
 

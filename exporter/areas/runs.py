@@ -186,8 +186,8 @@ NEEDING_APPROVAL = gauge(
 )
 FINISHED = counter(
     "spacelift_runs_finished_total",
-    "Runs that reached a terminal state, each counted once (stack_id is empty for deleted "
-    "stacks, or for all when the area's stack_id_label option is off).",
+    "Runs that reached a terminal state, each counted once (stack_id is empty when the "
+    "area's stack_id_label option is off; a deleted stack's series then stay in the total).",
     "space",
     "stack_id",
     "run_type",
@@ -329,8 +329,8 @@ def build_snapshot(
     finished: dict[tuple[str, str, str, str], int] = {}
     for (space, sid, rtype, state), n in ledger.finished.items():
         if stack_id_label:
-            if sid and sid not in listing:
-                continue  # deleted (or missing this poll): its series disappears
+            if sid not in listing:
+                continue  # deleted (or missing this poll): its series disappears, nothing moves
             key = (space, sid, rtype, state)
         else:
             key = (space, "", rtype, state)
