@@ -356,3 +356,9 @@ def test_changed_only_when_something_worth_saving_happened() -> None:
         assert not led.changed
     led.apply(listing, [run("a", "APPLYING", T0 + 10, step=20)], [], T0 + 60)
     assert led.changed
+
+
+def test_history_in_any_order_is_read_by_timestamp() -> None:
+    newest_first = (("FAILED", T0 + 90), ("PREPARING", T0 + 40), ("READY", T0 + 10))
+    r = RunObs("r", "s1", "TRACKED", "FAILED", T0, T0 + 90, history=newest_first)
+    assert r.queue_wait() == 30 and r.entered_at == T0 + 90
