@@ -49,6 +49,8 @@ class App:
         # --state.file: area state (the run ledger) restored here, saved after good polls.
         self.state_file = StateFile(config.state_file) if config.state_file else None
         saved = self.state_file.load() if self.state_file else {}
+        if self.state_file:
+            self.self_metrics.init_state_file()
         for account in config.accounts:
             self.self_metrics.init_account(account.name)
             self.clients[account.name] = SpaceliftClient(
@@ -124,7 +126,8 @@ class App:
             return
         data = export()  # None: nothing changed since the last save
         if data is not None:
-            self.state_file.save(section_key(*key), data)
+            ok = self.state_file.save(section_key(*key), data)
+            self.self_metrics.state_file_write(ok)
 
     def poll_all(self) -> bool:
         """Poll every area once, accounts in parallel; True if all succeeded."""

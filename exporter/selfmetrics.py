@@ -41,7 +41,15 @@ RATE_LIMITED = MetricDef(
     ("account",),
 )
 
-METRICS = (API_REQUESTS, API_REQUEST_DURATION, TOKEN_EXCHANGES, RATE_LIMITED)
+STATE_FILE_WRITES = MetricDef(
+    "spacelift_state_file_writes",
+    "counter",
+    "Writes of --state.file (after a poll that changed what it holds), by outcome: success or "
+    "failure (the previous file stays; a restart may count or miss runs since its last write).",
+    ("outcome",),
+)
+
+METRICS = (API_REQUESTS, API_REQUEST_DURATION, TOKEN_EXCHANGES, RATE_LIMITED, STATE_FILE_WRITES)
 
 
 class SelfMetrics:
@@ -62,6 +70,12 @@ class SelfMetrics:
         self.rate_limited_total = Counter(
             RATE_LIMITED.name, RATE_LIMITED.help, RATE_LIMITED.labels, registry=registry
         )
+        self.state_file_writes = Counter(
+            STATE_FILE_WRITES.name,
+            STATE_FILE_WRITES.help,
+            STATE_FILE_WRITES.labels,
+            registry=registry,
+        )
 
     def request(self, account: str, operation: str, outcome: str, seconds: float) -> None:
         self.requests.labels(account, operation, outcome).inc()
@@ -72,6 +86,14 @@ class SelfMetrics:
 
     def rate_limited(self, account: str) -> None:
         self.rate_limited_total.labels(account).inc()
+
+    def state_file_write(self, ok: bool) -> None:
+        self.state_file_writes.labels("success" if ok else "failure").inc()
+
+    def init_state_file(self) -> None:
+        """With --state.file set: both outcomes exposed at 0 from the start."""
+        for outcome in ("success", "failure"):
+            self.state_file_writes.labels(outcome)
 
     def init_account(self, account: str) -> None:
         """Expose zeroes before the first event, so rate() and alerts see a starting point."""

@@ -269,9 +269,12 @@ def test_state_file_is_written_only_when_the_ledger_changed(sim: Simulator, tmp_
     world.advance(5)
     assert app.poll_all()
     written = path.stat().st_ino  # each write is a new file renamed over the old one
+    writes = scrape(app)["spacelift_state_file_writes_total"]
+    assert writes[lab(outcome="success")] == 2 and writes[lab(outcome="failure")] == 0
     for _ in range(3):  # nothing happened: no rewrite, no fsync
         assert app.poll_all()
         assert path.stat().st_ino == written
+    assert scrape(app)["spacelift_state_file_writes_total"][lab(outcome="success")] == 2
     section = json.loads(path.read_text())["sections"]["127.0.0.1/runs"]
     assert section["active"] and all(row[-1] for row in section["finished"])  # no 0 placeholders
     app.close()
@@ -282,6 +285,15 @@ def test_state_file_is_written_only_when_the_ledger_changed(sim: Simulator, tmp_
         scrape(app2)[FINISHED][lab(space=space, stack_id=sid, run_type="TRACKED", state="FAILED")]
         == 0
     )
+
+
+def test_a_failing_state_file_write_is_counted(sim: Simulator, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    app = make_app(sim, state_file=blocker / "state.json")
+    assert app.poll_all()  # the poll itself is fine; the write fails, and says so
+    writes = scrape(app)["spacelift_state_file_writes_total"]
+    assert writes == {lab(outcome="success"): 0, lab(outcome="failure"): 1}
 
 
 def test_restart_without_a_state_file_takes_a_new_baseline(sim: Simulator) -> None:
