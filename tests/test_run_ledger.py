@@ -13,6 +13,7 @@ from exporter.areas.run_ledger import (
     TOMBSTONE_RETENTION,
     Ledger,
     ListView,
+    Lookup,
     RunObs,
     StackMark,
 )
@@ -156,12 +157,56 @@ def test_an_active_run_missing_from_a_complete_list_is_dropped_uncounted() -> No
     led = Ledger(baseline=T0)
     listing = {"s1": mark()}
     led.apply(listing, [], [view(run("a", "PLANNING", T0 + 1))], T0 + 10)
-    led.apply(listing, [], [view(run("b", "FINISHED", T0 + 5), complete=True)], T0 + 20)
-    assert "a" not in led.active
+    led.apply(listing, [], [view(run("a2", "PLANNING", T0 + 3), run("a", "PLANNING", T0 + 1))], 0)
+    led.apply(listing, [], [view(run("b", "FINISHED", T0 + 5), run("a", "APPLYING", T0 + 1))], 0)
+    assert "a2" not in led.active and "a" in led.active  # within the part read: gone
     assert total(led) == 1
     led.apply(listing, [], [view(run("c", "PLANNING", T0 + 30))], T0 + 40)
     led.apply(listing, [], [view(complete=False)], T0 + 50)  # incomplete: keep it
     assert "c" in led.active
+    # older than everything read: not proof it is gone; asked for by id, it is
+    led.apply(listing, [], [view(run("d", "FINISHED", T0 + 60))], T0 + 60)
+    assert "a" in led.active
+    led.apply(listing, [], [], T0 + 70, [Lookup("s1", "a", None)])
+    assert "a" not in led.active and total(led) == 2
+
+
+def test_an_active_run_beyond_the_pages_read_is_asked_for_by_id_and_counted() -> None:
+    led = Ledger(baseline=T0)
+    listing = {f"s{i}": mark() for i in range(3)}
+    led.apply(listing, [], [view(run("old", "UNCONFIRMED", T0 + 1))], T0 + 10)
+    newer = [run(f"n{i}", "FINISHED", T0 + 1000 - i) for i in range(60)]
+    reached = [*newer, run("x", "FINISHED", T0 - 5000)]
+    assert not led.needs_older_page(reached, "s1", RUNS)  # no page hunt for the old run
+    wants = led.plan(listing, [], batch=3, now=T0 + 20, sweep_slots=3)
+    assert wants["s1"].lookup == "old"
+    led.apply(
+        listing, [], [view(*newer)], T0 + 20, [Lookup("s1", "old", run("old", "DISCARDED", T0 + 1))]
+    )
+    assert "old" not in led.active and total(led) == 61
+    assert counted(led)[(SPACE, "s1", "TRACKED", "DISCARDED")] == 1
+    assert led.floor[("s1", RUNS)] == T0 + 1000 and led.done[("s1", RUNS)] == {"n0": T0 + 1000}
+
+
+def test_an_incomplete_read_leaves_a_gap_the_next_polls_read_on() -> None:
+    led = Ledger(baseline=T0)
+    listing = {"s1": mark()}
+    led.apply(listing, [], [view(run("base", "FINISHED", T0 + 1))], T0 + 10)
+    runs_ = [run(f"n{i:03d}", "FINISHED", T0 + 1000 - i) for i in range(300)]
+    first, rest = runs_[:250], runs_[250:]
+    led.apply(listing, [], [view(*first, complete=False)], T0 + 20)
+    assert led.floor[("s1", RUNS)] == T0 + 1  # not raised over the runs not read
+    assert led.gaps[("s1", RUNS)] == ["n249"]
+    wants = led.plan(listing, [], batch=20, now=T0 + 30, sweep_slots=0)
+    assert wants["s1"].runs_before == "n249"
+    led.apply(
+        listing,
+        [],
+        [ListView("s1", RUNS, (*rest, run("base", "FINISHED", T0 + 1)), True, "n249")],
+        T0 + 30,
+    )
+    assert total(led) == 301 and ("s1", RUNS) not in led.gaps
+    assert led.floor[("s1", RUNS)] == T0 + 1000 - 250
 
 
 def test_plan_reads_changed_stacks_and_queue_leavers() -> None:

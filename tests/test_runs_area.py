@@ -433,6 +433,46 @@ def test_a_stack_missing_from_the_listing_for_a_while_is_not_counted_again(
     assert sum(v for k, v in _finished(app).items() if ("stack_id", sid) in k) == 6
 
 
+def test_an_active_run_buried_under_newer_runs_is_resolved_and_nothing_is_lost(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unconfirmed run discarded during an outage while 400 newer runs ran on its stack:
+    more than the pages a poll reads. It is asked for by id (no phantom active run), and the
+    runs the first poll could not reach are read by the next ones (none lost)."""
+    import exporter.simulator.world as sim_world
+
+    monkeypatch.setattr(sim_world, "RUN_RETENTION", 10_000)
+    world = sim.world
+    app = make_app(sim)
+    t0 = world.clock.now()
+    assert app.poll_all()
+    sid = _stack_on(world, autodeploy=False)
+    buried = world.trigger_run(sid, "TRACKED")
+    while buried.state != "UNCONFIRMED":
+        world.advance(5)
+    world.advance(30)
+    assert app.poll_all()
+    assert scrape(app)["spacelift_runs"] == truth_active(world)
+    world.discard(buried.id)  # the API is down meanwhile: the exporter sees none of this
+    for _ in range(400):
+        run_to_end(world, world.trigger_run(sid, "TASK"), step=2)
+    polls = []
+    for _ in range(4):
+        world.advance(30)
+        sim.reset_counts()
+        assert app.poll_all()
+        polls.append(sim.requests["SpaceliftExporterStackRuns"])
+    m = scrape(app)
+    assert m["spacelift_runs"] == truth_active(world) == {}
+    assert m["spacelift_runs_oldest_age_seconds"] == {}
+    assert _finished(app) == truth_finished(world, t0)
+    assert sum(_finished(app).values()) == 401
+    assert polls[-1] <= 1  # settled: no page hunt every poll
+    (runs_area,) = app.pollers
+    ledger = app.pollers[runs_area].ledger  # type: ignore[attr-defined]
+    assert sum(len(d) for d in ledger.done.values()) <= 2 and not ledger.gaps
+
+
 def test_new_space_and_new_stack_are_picked_up(sim: Simulator) -> None:
     world = sim.world
     app = make_app(sim)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 TERMINAL = frozenset({"FINISHED", "FAILED", "STOPPED", "CANCELED", "DISCARDED", "SKIPPED"})
@@ -189,8 +189,19 @@ class ListView:
     kind: str
     runs: tuple[RunObs, ...]
     # True when the list was read to its end or down to runs already handled, so an active
-    # run of this list that is missing from ``runs`` no longer exists.
+    # run of this list created after the oldest run read and missing from ``runs`` no longer
+    # exists. False: more unhandled runs lie below (a gap, continued in later polls).
     complete: bool
+    before: str | None = None  # where the read started (a gap's cursor), None: the newest
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """An active run asked for by id (``stack(id:) { run(id:) }``); ``run`` None: it is gone."""
+
+    stack_id: str
+    run_id: str
+    run: RunObs | None
 
 
 @dataclass(frozen=True)
@@ -201,6 +212,7 @@ class Want:
     proposed: bool = False
     runs_before: str | None = None
     proposed_before: str | None = None
+    lookup: str | None = None  # an active run of this stack to ask for by id
 
 
 LIKELY_OUTCOMES = ("FINISHED", "FAILED")
@@ -217,6 +229,9 @@ class Ledger:
     active: dict[str, ActiveRun] = field(default_factory=dict)
     done: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
     floor: dict[tuple[str, str], float] = field(default_factory=dict)
+    # (stack, list) -> cursors of gaps: runs older than the cursor (and above the floor or
+    # ``done``) not read yet, because a poll hit MAX_RUN_PAGES. The floor waits for them.
+    gaps: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     # stack gone from the listing -> when it was forgotten (its floor, done and counts stay)
     forgotten: dict[str, float] = field(default_factory=dict)
     # (space, stack_id, run_type, state) -> runs counted (stack_id "": pruned tombstones)
@@ -245,20 +260,37 @@ class Ledger:
     def needs_older_page(self, view_runs: Sequence[RunObs], stack_id: str, kind: str) -> bool:
         """After reading a page: must the next (older) page be read too?
 
-        Yes when the oldest run read still needs attention (so older ones might too), or an
-        active run of this list is older than everything read.
+        Yes when the oldest run read still needs attention (so older ones might too). An active
+        run older than everything read is not a reason: it is asked for by id instead.
         """
-        if not view_runs:
-            return False
-        oldest = view_runs[-1]
-        if not self.handled(oldest):
-            return True
-        return any(
-            a.obs.stack_id == stack_id
-            and a.obs.kind == kind
-            and a.obs.created_at < oldest.created_at
-            for a in self.active.values()
+        return bool(view_runs) and not self.handled(view_runs[-1])
+
+    def add_lookups(
+        self,
+        wants: dict[str, Want],
+        listing: Mapping[str, StackMark],
+        in_queue: set[str],
+        new_slots: int,
+    ) -> int:
+        """Ask for active runs no queue shows by id, least recently seen first: in the slots
+        of stacks already read (free), and in up to ``new_slots`` slots of their own. A run
+        beyond the pages read (hundreds of newer runs on its stack) is answered this way.
+        Returns the new slots used."""
+        used = 0
+        stale = sorted(
+            (a.seen_at, rid, a.obs.stack_id)
+            for rid, a in self.active.items()
+            if rid not in in_queue and a.obs.stack_id in listing
         )
+        for _, rid, sid in stale:
+            w = wants.get(sid)
+            if w is not None:
+                if w.lookup is None:
+                    wants[sid] = replace(w, lookup=rid)
+            elif used < new_slots:
+                wants[sid] = Want(lookup=rid)
+                used += 1
+        return used
 
     def plan(
         self,
@@ -280,7 +312,7 @@ class Ledger:
 
         def want(sid: str, runs: bool = False, proposed: bool = False) -> None:
             old = wants.get(sid, Want())
-            wants[sid] = Want(runs=old.runs or runs, proposed=old.proposed or proposed)
+            wants[sid] = replace(old, runs=old.runs or runs, proposed=old.proposed or proposed)
 
         for sid, mark in listing.items():
             old = self.stacks.get(sid)
@@ -304,6 +336,16 @@ class Ledger:
                 continue
             if a.in_queue and rid not in in_queue:  # left the queue: finished, or waiting
                 want(a.obs.stack_id, runs=a.obs.kind == RUNS, proposed=a.obs.kind == PROPOSED)
+        # Gaps left by a read that hit MAX_RUN_PAGES: continue from their cursor, unless the
+        # list's newest runs are read this poll (then the gap waits for a later poll).
+        for (sid, kind), cursors in sorted(self.gaps.items()):
+            if sid not in listing or not cursors:
+                continue
+            w = wants.get(sid, Want())
+            if kind == RUNS and not w.runs:
+                wants[sid] = replace(w, runs=True, runs_before=cursors[0])
+            elif kind == PROPOSED and not w.proposed:
+                wants[sid] = replace(w, proposed=True, proposed_before=cursors[0])
         if sweep_slots <= 0:
             return wants
         # The last batch's free slots, or a batch of its own when the last one is full.
@@ -311,16 +353,9 @@ class Ledger:
         spare = min(spare, sweep_slots)
         if spare <= 0:
             return wants
-        # Stacks with active runs that no queue shows, least recently seen first.
-        stale: dict[str, float] = {}
-        for rid, a in self.active.items():
-            sid = a.obs.stack_id
-            if sid in listing and sid not in wants and rid not in in_queue:
-                stale[sid] = min(stale.get(sid, math.inf), a.seen_at)
-        # At most half the spare slots for those, so the round-robin keeps moving.
-        for sid in sorted(stale, key=lambda s: (stale[s], s))[: max(1, spare // 2)]:
-            want(sid, runs=True, proposed=True)
-            spare -= 1
+        # Active runs that no queue shows, asked for by id; at most half the spare slots for
+        # those of stacks not read anyway, so the round-robin keeps moving.
+        spare -= self.add_lookups(wants, listing, in_queue, max(1, spare // 2))
         if spare > 0 and listing:
             order = sorted(listing)
             start = _bisect_after(order, self.sweep_cursor)
@@ -344,6 +379,7 @@ class Ledger:
         queue: Sequence[RunObs],
         views: Sequence[ListView],
         now: float,
+        lookups: Sequence[Lookup] = (),
     ) -> None:
         """Fold one successful poll into the ledger."""
         if self.planned_cursor is not None:
@@ -377,6 +413,22 @@ class Ledger:
                 continue
             self._see_active(run, qmark.space, now, in_queue=True)
 
+        for found in lookups:
+            if found.run_id not in self.active or found.stack_id not in listing:
+                continue  # counted already, or its stack is gone
+            space = listing[found.stack_id].space
+            looked = found.run
+            if looked is None:  # gone (deleted, past retention): its outcome is unknowable
+                del self.active[found.run_id]
+                self.changed = True
+            elif looked.terminal:
+                self._count(looked, space)
+                del self.active[looked.id]
+                key = (looked.stack_id, looked.kind)
+                if looked.created_at >= self.floor.get(key, -math.inf):
+                    self.done.setdefault(key, {})[looked.id] = looked.created_at
+            else:
+                self._see_active(looked, space, now, in_queue=looked.id in in_queue)
         for view in views:
             vmark = listing.get(view.stack_id)
             if vmark is None:
@@ -404,19 +456,36 @@ class Ledger:
                 done[run.id] = run.created_at
             else:
                 self._see_active(run, space, now, in_queue=run.id in in_queue)
-        if view.complete:  # an active run missing from a complete list no longer exists
+        if view.complete and (view.runs or view.before is None):
+            # An active run missing from the part of the list read no longer exists (older
+            # ones are asked for by id).
+            oldest = view.runs[-1].created_at if view.runs else -math.inf
+            newest = math.inf if view.before is None else view.runs[0].created_at
             for rid, a in list(self.active.items()):
                 o = a.obs
                 if (
                     o.stack_id == view.stack_id
                     and o.kind == view.kind
+                    and oldest <= o.created_at <= newest
                     and rid not in seen
                     and rid not in in_queue
                 ):
                     del self.active[rid]
                     self.changed = True
-        # Raise the floor: to the oldest run still active in this list, else the newest run.
-        if view.runs:
+        gaps = self.gaps.get(key, [])
+        if view.before is not None and view.before in gaps:  # a gap read on
+            gaps.remove(view.before)
+            self.changed = True
+        if not view.complete and view.runs:  # runs below the oldest read are not read yet
+            gaps.append(view.runs[-1].id)
+            self.changed = True
+        if gaps:
+            self.gaps[key] = gaps
+        else:
+            self.gaps.pop(key, None)
+        # Raise the floor: to the oldest run still active in this list, else the newest run
+        # read; never over a gap (runs not read yet).
+        if view.runs and not gaps:
             actives = [
                 a.obs.created_at
                 for a in self.active.values()
@@ -498,6 +567,7 @@ class Ledger:
         for kind in KINDS:
             self.done.pop((sid, kind), None)
             self.floor.pop((sid, kind), None)
+            self.gaps.pop((sid, kind), None)
         for key in [k for k in self.finished if k[1] == sid]:
             retired = (key[0], "", key[2], key[3])
             self.finished[retired] = self.finished.get(retired, 0) + self.finished.pop(key)
@@ -528,6 +598,7 @@ class Ledger:
             ],
             "done": [[sid, kind, ids] for (sid, kind), ids in self.done.items()],
             "floor": [[sid, kind, f] for (sid, kind), f in self.floor.items()],
+            "gaps": [[sid, kind, cursors] for (sid, kind), cursors in self.gaps.items()],
             "forgotten": dict(self.forgotten),
             # 0-valued placeholders are not state: rebuilt from ``active`` on restore
             "finished": [[*k, v] for k, v in self.finished.items() if v],
@@ -559,6 +630,8 @@ class Ledger:
             led.done[(str(sid), str(kind))] = {str(r): float(c) for r, c in ids.items()}
         for sid, kind, f in raw["floor"]:
             led.floor[(str(sid), str(kind))] = float(f)
+        for sid, kind, cursors in raw.get("gaps", []):
+            led.gaps[(str(sid), str(kind))] = [str(c) for c in cursors]
         for space, sid, rtype, state, value in raw["finished"]:
             if int(value):
                 led.finished[(str(space), str(sid), str(rtype), str(state))] = int(value)

@@ -48,6 +48,7 @@ from exporter.areas.run_ledger import (
     Hist,
     Ledger,
     ListView,
+    Lookup,
     RunObs,
     StackMark,
     Want,
@@ -145,18 +146,22 @@ BATCH_OPERATION = "SpaceliftExporterStackRuns"
 def batch_document(n: int) -> str:
     """The aliased run-list document for ``n`` stacks (one fixed template per batch size).
 
-    Slot i takes ``$s<i>`` (stack id), ``$r<i>``/``$p<i>`` (read ``runs``/``proposedRuns``)
-    and ``$rb<i>``/``$pb<i>`` (``before`` cursors, null for the newest page).
+    Slot i takes ``$s<i>`` (stack id), ``$r<i>``/``$p<i>`` (read ``runs``/``proposedRuns``),
+    ``$rb<i>``/``$pb<i>`` (``before`` cursors, null for the newest page) and ``$l<i>``/``$q<i>``
+    (ask for one run by id: an active run beyond the pages read).
     """
     if not 1 <= n <= 100:
         raise ValueError("batch size must be 1..100")
     params = ", ".join(
-        f"$s{i}: ID!, $r{i}: Boolean!, $rb{i}: ID, $p{i}: Boolean!, $pb{i}: ID" for i in range(n)
+        f"$s{i}: ID!, $r{i}: Boolean!, $rb{i}: ID, $p{i}: Boolean!, $pb{i}: ID,"
+        f" $l{i}: Boolean!, $q{i}: ID!"
+        for i in range(n)
     )
     slots = "\n".join(
         f"  s{i}: stack(id: $s{i}) {{ id"
         f" runs(before: $rb{i}) @include(if: $r{i}) {{ ...SpaceliftExporterRunFields }}"
         f" proposedRuns(before: $pb{i}) @include(if: $p{i}) {{ ...SpaceliftExporterRunFields }}"
+        f" run(id: $q{i}) @include(if: $l{i}) {{ ...SpaceliftExporterRunFields }}"
         " }"
         for i in range(n)
     )
@@ -399,11 +404,12 @@ class Poller:
             # Small account: reading every stack's runs costs one request; no queue needed.
             queue: list[RunObs] = []
             wants = {sid: Want(runs=True, proposed=True) for sid in listing}
+            ledger.add_lookups(wants, listing, set(), 0)
         else:
             queue = self._queues(client)
             wants = ledger.plan(listing, queue, self.batch, now, sweep_slots=self.batch)
-        views = self._read_lists(client, ledger, wants)
-        ledger.apply(listing, queue, views, now)
+        views, lookups = self._read_lists(client, ledger, wants)
+        ledger.apply(listing, queue, views, now, lookups)
         return build_snapshot(
             ledger, listing, now, stack_id_label=self.stack_id_label, requests=self._requests
         )
@@ -474,10 +480,12 @@ class Poller:
 
     def _read_lists(
         self, client: SpaceliftClient, ledger: Ledger, wants: Mapping[str, Want]
-    ) -> list[ListView]:
+    ) -> tuple[list[ListView], list[Lookup]]:
         read: dict[tuple[str, str], list[RunObs]] = {}
         pages: dict[tuple[str, str], int] = {}
         complete: dict[tuple[str, str], bool] = {}
+        began: dict[tuple[str, str], str | None] = {}
+        lookups: list[Lookup] = []
         pending = sorted(wants.items())
         while pending:
             follow: list[tuple[str, Want]] = []
@@ -492,6 +500,8 @@ class Poller:
                             f"rb{i}": w.runs_before,
                             f"p{i}": w.proposed,
                             f"pb{i}": w.proposed_before,
+                            f"l{i}": w.lookup is not None,
+                            f"q{i}": w.lookup or "",
                         }
                     )
                 result = self._query(client, batch_document(len(chunk)), variables)
@@ -503,10 +513,16 @@ class Poller:
                     if node is None:  # deleted since the listing
                         continue
                     stack = p.obj(node, f"s{i}")
+                    if w.lookup is not None:
+                        raw_run = stack.get("run")
+                        found = None
+                        if raw_run is not None:
+                            found = parse_run(raw_run, sid, f"stack({sid}).run({w.lookup})")
+                        lookups.append(Lookup(sid, w.lookup, found))
                     nxt = Want()
-                    for kind, field, asked in (
-                        (RUNS, "runs", w.runs),
-                        (PROPOSED, "proposedRuns", w.proposed),
+                    for kind, field, asked, before in (
+                        (RUNS, "runs", w.runs, w.runs_before),
+                        (PROPOSED, "proposedRuns", w.proposed, w.proposed_before),
                     ):
                         if not asked:
                             continue
@@ -516,6 +532,7 @@ class Poller:
                             for j, r in enumerate(p.lst(stack.get(field), where))
                         ]
                         key = (sid, kind)
+                        began.setdefault(key, before)
                         acc = read.setdefault(key, [])
                         acc += page
                         pages[key] = pages.get(key, 0) + 1
@@ -531,17 +548,19 @@ class Poller:
                         else:
                             complete[key] = not more
                             if more:
-                                log.warning(
-                                    "more new runs than pages read; older ones are skipped",
+                                log.info(
+                                    "more new runs than pages read in one poll; the next "
+                                    "polls read on from there",
                                     extra={"account": self.account, "stack": sid},
                                 )
                     if nxt.runs or nxt.proposed:
                         follow.append((sid, nxt))
             pending = follow
-        return [
-            ListView(sid, kind, tuple(runs), complete[(sid, kind)])
+        views = [
+            ListView(sid, kind, tuple(runs), complete[(sid, kind)], began[(sid, kind)])
             for (sid, kind), runs in read.items()
         ]
+        return views, lookups
 
     def collect(self, snapshot: Snapshot, out: FamilyBuilder) -> None:
         for m in SPEC.metrics:
