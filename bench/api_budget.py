@@ -5,9 +5,12 @@ per minute per 100 stacks; a run lives a few minutes, humans confirm within 15),
 runs area every 30 simulated seconds, and prints per cycle: requests made (counted by the
 simulator), requests the naive method would make (the listing plus one request per stack),
 their ratio, the issue's target ``S/50 + A/20 + pools + 2`` (A: stacks whose state changed
-or whose runs moved since the previous poll) and the cycle's wall time.
+or whose runs moved since the previous poll) and the cycle's wall time. A last scenario
+(``--large-queue``, 1,000 stacks) takes every worker of one pool away and queues 600
+drift-detection runs there: six queue pages, of which a steady poll reads only the first.
 
     python bench/api_budget.py [--sizes 100,1000,10000] [--cycles 6] [--activity 2]
+                               [--large-queue 1000]
 
 Timings are of this machine and the in-process simulator; the request counts are the point.
 """
@@ -54,7 +57,12 @@ def changed_stacks(world: World, before: dict[str, Any], since: float) -> int:
 
 
 def bench(
-    stacks: int, cycles: int, warmup: int, activity: float, seed: int
+    stacks: int,
+    cycles: int,
+    warmup: int,
+    activity: float,
+    seed: int,
+    large_queue: int = 0,
 ) -> list[dict[str, Any]]:
     clock = SimClock(start=1_780_000_000.0)
     pools = max(3, stacks // 400)
@@ -71,6 +79,14 @@ def bench(
         clock,
     )
     world.advance(900)  # let activity reach a steady state before the exporter starts
+    if large_queue:  # one pool loses its workers while drift detection queues up there
+        pool = sorted(world.pools)[0]
+        world.set_workers(pool, 0)
+        on_pool = sorted(
+            s for s, st in world.stacks.items() if st.worker_pool == pool and not st.isDisabled
+        )
+        for i in range(large_queue):
+            world.trigger_run(on_pool[i % len(on_pool)], "PROPOSED", drift_detection=True)
     rows = []
     with Simulator(world) as sim:
         app = make_app(sim)
@@ -87,6 +103,7 @@ def bench(
             if cycle >= warmup:
                 rows.append(
                     {
+                        "scenario": f"queue{large_queue}" if large_queue else "steady",
                         "stacks": s,
                         "cycle": cycle - warmup + 1,
                         "ok": ok,
@@ -110,21 +127,29 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--activity", type=float, default=2.0, help="runs/min per 100 stacks")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--large-queue", type=int, default=1000, help="stacks of the large-queue scenario (0: skip)"
+    )
     args = ap.parse_args()
     header = (
-        f"{'stacks':>6} {'cycle':>5} {'active':>6} {'A':>5} {'requests':>8} {'naive':>7} "
+        f"{'scenario':>9} {'stacks':>6} {'cycle':>5} {'active':>6} {'A':>5} "
+        f"{'requests':>8} {'naive':>7} "
         f"{'ratio':>7} {'target':>7} {'ok':>3} {'wall_s':>7}"
     )
     print(f"runs area, poll every {INTERVAL:.0f}s, activity {args.activity} runs/min/100 stacks")
     print(header)
     print("-" * len(header))
     worst = 0.0
-    for size in (int(x) for x in args.sizes.split(",")):
-        for r in bench(size, args.cycles, args.warmup, args.activity, args.seed):
+    runs = [(int(x), 0) for x in args.sizes.split(",")]
+    if args.large_queue:
+        runs.append((args.large_queue, 600))
+    for size, queued in runs:
+        for r in bench(size, args.cycles, args.warmup, args.activity, args.seed, queued):
             ratio = r["requests"] / r["naive"]
             worst = max(worst, r["requests"] / r["target"])
             print(
-                f"{r['stacks']:>6} {r['cycle']:>5} {r['active']:>6} {r['changed']:>5} "
+                f"{r['scenario']:>9} {r['stacks']:>6} {r['cycle']:>5} {r['active']:>6} "
+                f"{r['changed']:>5} "
                 f"{r['requests']:>8} {r['naive']:>7} {ratio:>7.3%} {r['target']:>7.1f} "
                 f"{'y' if r['ok'] else 'n':>3} {r['wall']:>7.2f}"
             )

@@ -555,6 +555,44 @@ def test_request_budget_on_a_moderately_sized_account() -> None:
         assert worst > 0
 
 
+def test_request_budget_holds_with_a_large_pool_queue() -> None:
+    """A pool without workers and 600 drift-detection runs waiting (six queue pages): the
+    pages after the first are read only when the queue changed, so a steady poll stays in
+    budget; runs leaving from deep in the queue are still counted, once."""
+    with _sim(300, seed=7) as sim:
+        world = sim.world
+        app = make_app(sim)
+        t0 = world.clock.now()
+        pools = len(world.pools)
+        assert app.poll_all()
+        pool = sorted(world.pools)[0]
+        world.set_workers(pool, 0)
+        on_pool = sorted(s for s, st in world.stacks.items() if st.worker_pool == pool)
+        on_pool = [s for s in on_pool if not world.stacks[s].isDisabled]
+        waiting = [
+            world.trigger_run(on_pool[i % len(on_pool)], "PROPOSED", drift_detection=True)
+            for i in range(600)
+        ]
+        world.advance(30)
+        assert app.poll_all()
+        for _ in range(3):
+            world.advance(30)
+            sim.reset_counts()
+            assert app.poll_all()
+            made = _requests(sim)
+            assert made <= budget(len(world.stacks), 0, pools), made
+            assert sim.requests["SpaceliftExporterRunQueuePage"] == 0
+            assert scrape(app)["spacelift_runs"] == truth_active(world)
+        for r in waiting[-5:]:  # canceled from the end of the queue
+            world.finish_run(r.id, "CANCELED")
+        for _ in range(2):
+            world.advance(30)
+            assert app.poll_all()
+        assert scrape(app)["spacelift_runs"] == truth_active(world)
+        assert _finished(app) == truth_finished(world, t0)
+        assert sum(_finished(app).values()) == 5
+
+
 def test_exposition_passes_promtool(sim: Simulator, tmp_path: Path) -> None:
     import shutil
     import subprocess

@@ -409,8 +409,8 @@ class Ledger:
             a.in_queue = a.obs.id in in_queue
         for run in queue:
             qmark = listing.get(run.stack_id)
-            if qmark is None or run.terminal:
-                continue
+            if qmark is None or run.terminal or self.handled(run):
+                continue  # (handled: counted already; a queue page reused from an earlier poll)
             self._see_active(run, qmark.space, now, in_queue=True)
 
         for found in lookups:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -100,8 +100,12 @@ query SpaceliftExporterRunStacks($input: SearchInput!) {
 QUEUES_DOCUMENT = (
     """
 query SpaceliftExporterRunQueues($input: SearchInput!) {
-  workerPools { id searchSchedulableRuns(input: $input) { ...SpaceliftExporterQueue } }
-  publicWorkerPool { searchSchedulableRuns(input: $input) { ...SpaceliftExporterQueue } }
+  workerPools {
+    id schedulableRunsCount searchSchedulableRuns(input: $input) { ...SpaceliftExporterQueue }
+  }
+  publicWorkerPool {
+    schedulableRunsCount searchSchedulableRuns(input: $input) { ...SpaceliftExporterQueue }
+  }
 }
 """
     + QUEUE_FIELDS
@@ -112,7 +116,9 @@ query SpaceliftExporterRunQueues($input: SearchInput!) {
 PRIVATE_QUEUES_DOCUMENT = (
     """
 query SpaceliftExporterRunQueuesPrivate($input: SearchInput!) {
-  workerPools { id searchSchedulableRuns(input: $input) { ...SpaceliftExporterQueue } }
+  workerPools {
+    id schedulableRunsCount searchSchedulableRuns(input: $input) { ...SpaceliftExporterQueue }
+  }
 }
 """
     + QUEUE_FIELDS
@@ -294,6 +300,20 @@ def _next_cursor(conn: Mapping[str, Any], where: str) -> str | None:
 # -- snapshot ----------------------------------------------------------------------------------
 
 
+@dataclass
+class DeepQueue:
+    """A pool's queue beyond its first page, as last read: reused while the pool's count and
+    first page stay the same (waiting runs there do not move until a worker takes one). When
+    they change, the pages are read again a few per poll (``refresh`` holds the pages read so
+    far and ``resume`` the cursor to go on from), older pages' runs served meanwhile."""
+
+    count: int
+    first_page: frozenset[str]
+    runs: list[RunObs]
+    refresh: list[RunObs] | None = None
+    resume: str | None = None
+
+
 @dataclass(frozen=True)
 class Snapshot:
     runs: tuple[tuple[str, str, str, int, float], ...]  # space, type, state, count, oldest age
@@ -364,6 +384,8 @@ class Poller:
         self._restored = ctx.state
         self._public_refused = False
         self._requests = 0
+        self._deep: dict[str, DeepQueue] = {}  # pool id ("" for the public pool)
+        self._queue_pages_left = 0
 
     # -- persistence hook (the app saves this to --state.file after a good poll) -----------
 
@@ -410,6 +432,10 @@ class Poller:
             wants = ledger.plan(listing, queue, self.batch, now, sweep_slots=self.batch)
         views, lookups = self._read_lists(client, ledger, wants)
         ledger.apply(listing, queue, views, now, lookups)
+        for deep in self._deep.values():  # keep only what is still waiting, as far as known
+            deep.runs = [r for r in deep.runs if r.id in ledger.active]
+            if deep.refresh is not None:
+                deep.refresh = [r for r in deep.refresh if r.id in ledger.active]
         return build_snapshot(
             ledger, listing, now, stack_id_label=self.stack_id_label, requests=self._requests
         )
@@ -448,35 +474,75 @@ class Poller:
         if data is None:
             data = self._query(client, PRIVATE_QUEUES_DOCUMENT, variables).require("workerPools")
         runs: list[RunObs] = []
-        for i, raw in enumerate(p.lst(data.get("workerPools"), "workerPools")):
+        pools = p.lst(data.get("workerPools"), "workerPools")
+        # Pages after the first: at most pools - 1 a poll (the budget's share of the queues).
+        self._queue_pages_left = max(1, len(pools) - 1)
+        for i, raw in enumerate(pools):
             where = f"workerPools[{i}]"
             pool = p.obj(raw, where)
-            page, after = parse_queue(pool.get("searchSchedulableRuns"), where)
-            runs += page
             pool_id = p.string(pool, "id", where)
-            while after is not None:
+
+            def more_private(after: str, pool_id: str = pool_id, where: str = where) -> Any:
                 more = self._query(
                     client,
                     POOL_QUEUE_PAGE_DOCUMENT,
                     {"id": pool_id, "input": {"first": QUEUE_PAGE, "after": after}},
                 ).require("workerPool")
-                pool_more = p.obj(more.get("workerPool"), "workerPool")
-                page, after = parse_queue(pool_more.get("searchSchedulableRuns"), where)
-                runs += page
+                return p.obj(more.get("workerPool"), "workerPool").get("searchSchedulableRuns")
+
+            runs += self._pool_queue(pool_id, pool, where, more_private)
         if not self._public_refused:
             public = p.obj(data.get("publicWorkerPool"), "publicWorkerPool")
-            page, after = parse_queue(public.get("searchSchedulableRuns"), "publicWorkerPool")
-            runs += page
-            while after is not None:
+
+            def more_public(after: str) -> Any:
                 more = self._query(
                     client,
                     PUBLIC_QUEUE_PAGE_DOCUMENT,
                     {"input": {"first": QUEUE_PAGE, "after": after}},
                 ).require("publicWorkerPool")
-                public = p.obj(more.get("publicWorkerPool"), "publicWorkerPool")
-                page, after = parse_queue(public.get("searchSchedulableRuns"), "publicWorkerPool")
-                runs += page
+                return p.obj(more.get("publicWorkerPool"), "publicWorkerPool").get(
+                    "searchSchedulableRuns"
+                )
+
+            runs += self._pool_queue("", public, "publicWorkerPool", more_public)
         return runs
+
+    def _pool_queue(
+        self, key: str, pool: Mapping[str, Any], where: str, more: Callable[[str], Any]
+    ) -> list[RunObs]:
+        """A pool's queue: its first page (running runs come first, so whatever moves is
+        there), and the pages after it only when the pool's count or first page changed."""
+        count = int(p.number(pool, "schedulableRunsCount", where))
+        page, after = parse_queue(pool.get("searchSchedulableRuns"), where)
+        if after is None:
+            self._deep.pop(key, None)
+            return page
+        first = frozenset(r.id for r in page)
+        cached = self._deep.get(key)
+        if cached is None:  # first sight of a long queue: read it all once
+            deep: list[RunObs] = []
+            while after is not None:
+                more_page, after = parse_queue(more(after), where)
+                deep += more_page
+            self._deep[key] = DeepQueue(count, first, deep)
+            return page + deep
+        if cached.refresh is None:
+            if cached.count == count and cached.first_page == first:
+                return page + cached.runs
+            cached.refresh, cached.resume = [], after  # changed: read the pages again
+        cursor = cached.resume
+        while cursor is not None and self._queue_pages_left > 0:
+            self._queue_pages_left -= 1
+            more_page, cursor = parse_queue(more(cursor), where)
+            cached.refresh += more_page
+        fresh = cached.refresh
+        if cursor is None:  # done: the queue as read over the last polls
+            cached.runs, cached.refresh, cached.resume = fresh, None, None
+            cached.count, cached.first_page = count, first
+            return page + fresh
+        cached.resume = cursor
+        known = first | {r.id for r in fresh}
+        return page + fresh + [r for r in cached.runs if r.id not in known]
 
     def _read_lists(
         self, client: SpaceliftClient, ledger: Ledger, wants: Mapping[str, Want]
