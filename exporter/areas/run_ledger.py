@@ -47,8 +47,9 @@ STATE_VERSION = 1
 MISSING_GRACE = 2
 # How long the floor and counts of a stack gone from the listing are kept (its "tombstone"), so
 # a stack that comes back (a permission change, a listing glitch, a restored stack) is not
-# counted again from the baseline. After this, its runs are past Spacelift's run retention
-# anyway; the tombstone is pruned and (stack_id label off) its counts stay in the space total.
+# counted again from the baseline. After this (a guess at Spacelift's run retention, which the
+# API notes do not state) the tombstone is pruned; (stack_id label off) its counts stay in the
+# space total.
 TOMBSTONE_RETENTION = 30 * 86400.0
 
 
