@@ -424,16 +424,34 @@ def rules() -> list[Group]:
         [
             Rule(
                 "SpaceliftApiKeyRootAdminAdded",
-                f"{by_acct} ({root_admin})\n>\n(\n"
-                f"  {by_acct} ({root_admin} offset 1h)\n  or\n"
-                f"  (\n    0 * {by_acct} ({root_admin})\n"
-                "    and on (job, instance) (up{JOB} offset 1h == 1)\n  )\n)",
+                # Per key where per-key series exist: a key that holds it now and did not an
+                # hour ago (a swap of one root admin for another is caught too). Else the
+                # account's count rising.
+                "(\n"
+                "  (\n"
+                "    (spacelift_api_key_root_admin{JOB} == 1)\n"
+                f"    unless on ({TARGET}, account, api_key_id)\n"
+                "    (spacelift_api_key_root_admin{JOB} offset 1h == 1)\n"
+                f"    and on ({TARGET}) (up{{JOB}} offset 1h == 1)\n"
+                "  )\n"
+                f"  {key_name}\n"
+                ")\n"
+                "or\n"
+                "(\n"
+                f"  {by_acct} ({root_admin})\n  >\n  (\n"
+                f"    {by_acct} ({root_admin} offset 1h)\n    or\n"
+                f"    (\n      0 * {by_acct} ({root_admin})\n"
+                "      and on (job, instance) (up{JOB} offset 1h == 1)\n    )\n  )\n"
+                f"  unless on ({TARGET}, account) spacelift_api_key_root_admin{{JOB}}\n"
+                ")",
                 "0m",
                 "critical",
                 "An API key was given space-admin on the root space.",
-                "API-key bindings of role space-admin on space root in account "
-                "{{ $labels.account }} rose to {{ $value }} within the last hour. A key holding "
-                "this role can do anything in the account.",
+                "{{ with $labels.api_key_id }}API key {{ $labels.api_key_name }} ({{ . }}) of "
+                "account {{ $labels.account }} was given space-admin on the root space within "
+                "the last hour{{ else }}API-key bindings of role space-admin on space root in "
+                "account {{ $labels.account }} rose to {{ $value }} within the last hour"
+                "{{ end }}. A key holding this role can do anything in the account.",
                 ACCESS,
             ),
             Rule(
@@ -454,8 +472,9 @@ def rules() -> list[Group]:
             ),
             Rule(
                 "SpaceliftApiKeyExpiringSoon",
-                "(spacelift_api_key_expiry_timestamp_seconds{JOB} - time() < "
-                f"{7 * DAY})\n{key_name}",
+                # From a week before expiry to a week after: long-expired keys are not news.
+                "((spacelift_api_key_expiry_timestamp_seconds{JOB} - time() < "
+                f"{7 * DAY}) > -{7 * DAY})\n{key_name}",
                 "30m",
                 "warning",
                 "A Spacelift API key expires within 7 days.",

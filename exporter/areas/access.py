@@ -115,7 +115,14 @@ KEY_INFO = gauge(
 )
 KEY_ROLES = gauge(
     "spacelift_api_key_roles",
-    "Role bindings the API key holds, direct and inherited from IdP groups, at the last poll.",
+    "Roles (distinct role and space pairs) the API key holds, directly or inherited from IdP "
+    "groups, at the last poll.",
+    "api_key_id",
+)
+KEY_ROOT_ADMIN = gauge(
+    "spacelift_api_key_root_admin",
+    "1 if the API key holds space-admin on the root space (directly or through an IdP group): "
+    "it can do anything in the account. At the last poll.",
     "api_key_id",
 )
 KEY_CREATED = gauge(
@@ -163,7 +170,7 @@ SEATS_LIMIT = gauge(
     "seat_kind",
 )
 
-PER_KEY_METRICS = (KEY_INFO, KEY_ROLES, KEY_CREATED, KEY_LAST_USED, KEY_EXPIRY)
+PER_KEY_METRICS = (KEY_INFO, KEY_ROLES, KEY_ROOT_ADMIN, KEY_CREATED, KEY_LAST_USED, KEY_EXPIRY)
 METRICS = (
     API_KEYS,
     KEY_BINDINGS,
@@ -177,6 +184,9 @@ METRICS = (
 )
 
 # -- snapshot --------------------------------------------------------------------------------
+
+
+ROOT_ADMIN = ("space-admin", "root")  # (role slug, space): can do anything in the account
 
 
 @dataclass(frozen=True)
@@ -407,7 +417,10 @@ class Poller:
                 for key in ids.keys:
                     info = (key.name, key.type, _flag(key.admin), _flag(key.machine_user))
                     out.add(KEY_INFO, (a, key.id, *info), 1)
-                    out.add(KEY_ROLES, (a, key.id), len(key.bindings))
+                    # A role held both directly and through a group is one role.
+                    roles = {(b.role, b.space) for b in key.bindings}
+                    out.add(KEY_ROLES, (a, key.id), len(roles))
+                    out.add(KEY_ROOT_ADMIN, (a, key.id), int(ROOT_ADMIN in roles))
                     out.add(KEY_CREATED, (a, key.id), key.created)
                     if key.last_used is not None:
                         out.add(KEY_LAST_USED, (a, key.id), key.last_used)

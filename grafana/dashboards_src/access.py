@@ -189,7 +189,21 @@ def build() -> dm.Dashboard:
                 ),
                 columns={**KEY_COLUMNS, "Value": "Role bindings"},
                 sort_by="Role bindings",
-                w=24,
+                w=16,
+            ),
+            grid(
+                "Keys that can do anything",
+                "API keys holding space-admin on the root space, directly or through an IdP "
+                "group (what SpaceliftApiKeyRootAdminAdded pages about when one appears).",
+                "short",
+                query(
+                    f"({sel('spacelift_api_key_root_admin')} == 1) * {KEY_LABELS}",
+                    instant=True,
+                    table_format=True,
+                ),
+                columns={**KEY_COLUMNS, "Value": "Root admin"},
+                sort_by="Root admin",
+                w=8,
             ),
         ],
     )

@@ -280,29 +280,36 @@ def variables() -> list[cogbuilder.Builder[dm.VariableModel]]:
         .label("Data source")
         .type("prometheus")
         .description("The Prometheus that scrapes spacelift-exporter."),
-        db.QueryVariable("job")
-        .label("Job")
-        .description("The scrape job(s) of spacelift-exporter.")
-        .datasource(DATASOURCE)
-        .query("label_values(spacelift_up, job)")
-        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(dm.VariableSort.ALPHABETICAL_ASC)
-        .multi(True)
-        .include_all(True)
-        .all_value(".+")
-        .current(ALL_SELECTED),
-        db.QueryVariable("account")
-        .label("Account")
-        .description("Spacelift account(s), as named in the exporter's configuration.")
-        .datasource(DATASOURCE)
-        .query('label_values(spacelift_up{job=~"$job"}, account)')
-        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(dm.VariableSort.ALPHABETICAL_ASC)
-        .multi(True)
-        .include_all(True)
-        .all_value(".+")
-        .current(ALL_SELECTED),
+        _pick_many(
+            "job",
+            "Job",
+            "The scrape job(s) of spacelift-exporter.",
+            "label_values(spacelift_up, job)",
+        ),
+        _pick_many(
+            "account",
+            "Account",
+            "Spacelift account(s), as named in the exporter's configuration.",
+            'label_values(spacelift_up{job=~"$job"}, account)',
+        ),
     ]
+
+
+def _pick_many(name: str, label: str, description: str, values: str) -> db.QueryVariable:
+    """A multi-value query variable opening on All (".+", so every target keeps matching)."""
+    return (
+        db.QueryVariable(name)
+        .label(label)
+        .description(description)
+        .datasource(DATASOURCE)
+        .query(values)
+        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(dm.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(".+")
+        .current(ALL_SELECTED)
+    )
 
 
 class Board:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import table
 from grafana_foundation_sdk.models import dashboard as dm
 
 from grafana.dashboards_src.common import (
@@ -48,6 +50,22 @@ AGE_STEPS = steps((None, "green"), (86400, "orange"), (7 * 86400, "red"))
 
 def _stacks_where(flag: str) -> str:
     return f"{IN_STATE_FOR} and {ON_STACK} ({sel(flag)} == 1)"
+
+
+def _stacks_table(
+    title: str, description: str, flag: str, thresholds: db.ThresholdsConfig | None = AGE_STEPS
+) -> table.Panel:
+    """The stacks whose per-stack ``flag`` is 1, with how long they have been in their state."""
+    return grid(
+        title,
+        description,
+        "s",
+        query(_stacks_where(flag), instant=True, table_format=True),
+        columns=COLUMNS,
+        sort_by="In this state for",
+        nan_text=UNKNOWN,
+        thresholds=thresholds,
+    )
 
 
 def build() -> dm.Dashboard:
@@ -152,37 +170,24 @@ def build() -> dm.Dashboard:
                 nan_text=UNKNOWN,
                 thresholds=AGE_STEPS,
             ),
-            grid(
+            _stacks_table(
                 "Locked stacks",
                 "Locked stacks and how long they have been in their current state (Spacelift "
                 "does not give the time of the lock itself), longest first.",
-                "s",
-                query(_stacks_where("spacelift_stack_locked"), instant=True, table_format=True),
-                columns=COLUMNS,
-                sort_by="In this state for",
-                nan_text=UNKNOWN,
-                thresholds=AGE_STEPS,
+                "spacelift_stack_locked",
             ),
-            grid(
+            _stacks_table(
                 "Drifted stacks",
                 "Stacks whose last drift detection found drift, and how long they have been in "
                 "their current state, longest first.",
-                "s",
-                query(_stacks_where("spacelift_stack_drifted"), instant=True, table_format=True),
-                columns=COLUMNS,
-                sort_by="In this state for",
-                nan_text=UNKNOWN,
-                thresholds=AGE_STEPS,
+                "spacelift_stack_drifted",
             ),
-            grid(
+            _stacks_table(
                 "Disabled stacks",
                 "Disabled stacks and how long they have been in their current state, longest "
                 "first.",
-                "s",
-                query(_stacks_where("spacelift_stack_disabled"), instant=True, table_format=True),
-                columns=COLUMNS,
-                sort_by="In this state for",
-                nan_text=UNKNOWN,
+                "spacelift_stack_disabled",
+                thresholds=None,  # being disabled is a choice, not a problem that ages
             ),
             grid(
                 "All stacks by time in state",
