@@ -13,6 +13,11 @@ those pieces into one consistent picture and owns the counting rules:
   examined already (counted, baseline, or still ``active``), so ``done`` only needs the ids at
   or above the floor. The floor rises to the oldest still-active run (or the newest run seen),
   which keeps the ledger small: a few ids per busy stack, not its whole history.
+- The floor never rises over runs not read yet: a read that stops at MAX_RUN_PAGES leaves a
+  **gap** (a ``before`` cursor) that later polls read on. An active run older than everything
+  read is asked for by id (a ``Lookup``), not by paging down to it.
+- A stack gone from the listing keeps a **tombstone** (floor, ``done``, counts) for
+  TOMBSTONE_RETENTION, so one that comes back is not counted again.
 - Runs never seen before but created after the floor are examined in full, whatever happened
   between polls: a run that started and finished between two polls, or while the API was
   down, or while the exporter was stopped (with a state file), is counted when its stack's

@@ -12,7 +12,8 @@ number of requests per poll:
    too, and a run that leaves a queue marks its stack for a look.
 3. The run lists of the stacks that changed, ``BATCH`` stacks per request through GraphQL
    aliases (``s0: stack(id: $s0) { runs ... }``), spare slots of the last batch spent on a
-   sweep that visits every stack in turn.
+   sweep that visits every stack in turn; active runs no queue shows are asked for by id in
+   the same slots (``run(id: $q0)``).
 
 So a poll of S stacks of which A changed costs about ``S/50 + 1 + A/20`` requests, never more
 than the naive ``S/50 + S``; accounts of up to ``BATCH`` stacks simply read every stack's runs
