@@ -407,3 +407,15 @@ def test_history_in_any_order_is_read_by_timestamp() -> None:
     newest_first = (("FAILED", T0 + 90), ("PREPARING", T0 + 40), ("READY", T0 + 10))
     r = RunObs("r", "s1", "TRACKED", "FAILED", T0, T0 + 90, history=newest_first)
     assert r.queue_wait() == 30 and r.entered_at == T0 + 90
+
+
+def test_gaps_and_tombstones_survive_a_restart() -> None:
+    led = Ledger(baseline=T0)
+    listing = {"s1": mark(), "s2": mark()}
+    runs_ = [run(f"n{i:03d}", "FINISHED", T0 + 1000 - i) for i in range(10)]
+    led.apply(listing, [], [view(*runs_, complete=False)], T0 + 20)
+    for i in range(MISSING_GRACE):
+        led.apply({"s1": mark()}, [], [], T0 + 30 + i)
+    back = Ledger.from_json(json.loads(json.dumps(led.to_json())))
+    assert back.gaps == {("s1", RUNS): ["n009"]} and set(back.forgotten) == {"s2"}
+    assert back.to_json() == led.to_json()
