@@ -473,6 +473,31 @@ def test_an_active_run_buried_under_newer_runs_is_resolved_and_nothing_is_lost(
     assert sum(len(d) for d in ledger.done.values()) <= 2 and not ledger.gaps
 
 
+def test_a_burst_longer_than_a_poll_reads_is_counted_on_a_small_account(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every stack's newest runs are read at every poll of a small account; the older part of
+    a 400-run burst (more than one poll reads) is read on in slots of its own."""
+    import exporter.simulator.world as sim_world
+
+    monkeypatch.setattr(sim_world, "RUN_RETENTION", 10_000)
+    with _sim(12) as sim:
+        world = sim.world
+        app = make_app(sim)
+        t0 = world.clock.now()
+        assert app.poll_all()
+        sid = _stack_on(world)
+        for _ in range(400):
+            run_to_end(world, world.trigger_run(sid, "TASK"), step=2)
+        for _ in range(3):
+            world.advance(30)
+            assert app.poll_all()
+        assert _finished(app) == truth_finished(world, t0)
+        assert sum(_finished(app).values()) == 400
+        (runs_area,) = app.pollers
+        assert not app.pollers[runs_area].ledger.gaps  # type: ignore[attr-defined]
+
+
 def test_new_space_and_new_stack_are_picked_up(sim: Simulator) -> None:
     world = sim.world
     app = make_app(sim)

@@ -219,6 +219,10 @@ class Want:
     runs_before: str | None = None
     proposed_before: str | None = None
     lookup: str | None = None  # an active run of this stack to ask for by id
+    # Where the part of the list being read started: None for the newest runs, else the
+    # cursor of a gap (kept on the follow-up pages of that part).
+    runs_from: str | None = None
+    proposed_from: str | None = None
 
 
 LIKELY_OUTCOMES = ("FINISHED", "FAILED")
@@ -270,6 +274,24 @@ class Ledger:
         run older than everything read is not a reason: it is asked for by id instead.
         """
         return bool(view_runs) and not self.handled(view_runs[-1])
+
+    def gap_reads(
+        self, listing: Mapping[str, StackMark], wants: Mapping[str, Want]
+    ) -> list[tuple[str, Want]]:
+        """Extra slots for gaps of lists whose newest runs ``wants`` reads already (a stack
+        read at every poll must not leave its gap unread for ever)."""
+        extra = []
+        for (sid, kind), cursors in sorted(self.gaps.items()):
+            w = wants.get(sid)
+            if sid not in listing or not cursors or w is None:
+                continue
+            if kind == RUNS and w.runs and w.runs_from != cursors[0]:
+                extra.append((sid, Want(runs=True, runs_before=cursors[0], runs_from=cursors[0])))
+            elif kind == PROPOSED and w.proposed and w.proposed_from != cursors[0]:
+                extra.append(
+                    (sid, Want(proposed=True, proposed_before=cursors[0], proposed_from=cursors[0]))
+                )
+        return extra
 
     def add_lookups(
         self,
@@ -342,16 +364,18 @@ class Ledger:
                 continue
             if a.in_queue and rid not in in_queue:  # left the queue: finished, or waiting
                 want(a.obs.stack_id, runs=a.obs.kind == RUNS, proposed=a.obs.kind == PROPOSED)
-        # Gaps left by a read that hit MAX_RUN_PAGES: continue from their cursor, unless the
-        # list's newest runs are read this poll (then the gap waits for a later poll).
+        # Gaps left by a read that hit MAX_RUN_PAGES: read on from their cursor (in a slot of
+        # their own when the list's newest runs are read too: see ``gap_reads``).
         for (sid, kind), cursors in sorted(self.gaps.items()):
             if sid not in listing or not cursors:
                 continue
             w = wants.get(sid, Want())
             if kind == RUNS and not w.runs:
-                wants[sid] = replace(w, runs=True, runs_before=cursors[0])
+                wants[sid] = replace(w, runs=True, runs_before=cursors[0], runs_from=cursors[0])
             elif kind == PROPOSED and not w.proposed:
-                wants[sid] = replace(w, proposed=True, proposed_before=cursors[0])
+                wants[sid] = replace(
+                    w, proposed=True, proposed_before=cursors[0], proposed_from=cursors[0]
+                )
         if sweep_slots <= 0:
             return wants
         # The last batch's free slots, or a batch of its own when the last one is full.

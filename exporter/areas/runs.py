@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -431,7 +431,9 @@ class Poller:
         else:
             queue = self._queues(client)
             wants = ledger.plan(listing, queue, self.batch, now, sweep_slots=self.batch)
-        views, lookups = self._read_lists(client, ledger, wants)
+        views, lookups = self._read_lists(
+            client, ledger, [*sorted(wants.items()), *ledger.gap_reads(listing, wants)]
+        )
         ledger.apply(listing, queue, views, now, lookups)
         for deep in self._deep.values():  # keep only what is still waiting, as far as known
             deep.runs = [r for r in deep.runs if r.id in ledger.active]
@@ -546,14 +548,15 @@ class Poller:
         return page + fresh + [r for r in cached.runs if r.id not in known]
 
     def _read_lists(
-        self, client: SpaceliftClient, ledger: Ledger, wants: Mapping[str, Want]
+        self, client: SpaceliftClient, ledger: Ledger, wants: Sequence[tuple[str, Want]]
     ) -> tuple[list[ListView], list[Lookup]]:
-        read: dict[tuple[str, str], list[RunObs]] = {}
-        pages: dict[tuple[str, str], int] = {}
-        complete: dict[tuple[str, str], bool] = {}
-        began: dict[tuple[str, str], str | None] = {}
+        # (stack, kind, where the part read started: None for the newest runs, or a gap)
+        Part = tuple[str, str, str | None]
+        read: dict[Part, list[RunObs]] = {}
+        pages: dict[Part, int] = {}
+        complete: dict[Part, bool] = {}
         lookups: list[Lookup] = []
-        pending = sorted(wants.items())
+        pending = list(wants)
         while pending:
             follow: list[tuple[str, Want]] = []
             for start in range(0, len(pending), self.batch):
@@ -587,9 +590,9 @@ class Poller:
                             found = parse_run(raw_run, sid, f"stack({sid}).run({w.lookup})")
                         lookups.append(Lookup(sid, w.lookup, found))
                     nxt = Want()
-                    for kind, field, asked, before in (
-                        (RUNS, "runs", w.runs, w.runs_before),
-                        (PROPOSED, "proposedRuns", w.proposed, w.proposed_before),
+                    for kind, field, asked, origin in (
+                        (RUNS, "runs", w.runs, w.runs_from),
+                        (PROPOSED, "proposedRuns", w.proposed, w.proposed_from),
                     ):
                         if not asked:
                             continue
@@ -598,8 +601,7 @@ class Poller:
                             parse_run(r, sid, f"{where}[{j}]")
                             for j, r in enumerate(p.lst(stack.get(field), where))
                         ]
-                        key = (sid, kind)
-                        began.setdefault(key, before)
+                        key = (sid, kind, origin)
                         acc = read.setdefault(key, [])
                         acc += page
                         pages[key] = pages.get(key, 0) + 1
@@ -609,9 +611,16 @@ class Poller:
                         if more and pages[key] <= MAX_RUN_PAGES:
                             complete[key] = False
                             if kind == RUNS:
-                                nxt = replace(nxt, runs=True, runs_before=page[-1].id)
+                                nxt = replace(
+                                    nxt, runs=True, runs_before=page[-1].id, runs_from=origin
+                                )
                             else:
-                                nxt = replace(nxt, proposed=True, proposed_before=page[-1].id)
+                                nxt = replace(
+                                    nxt,
+                                    proposed=True,
+                                    proposed_before=page[-1].id,
+                                    proposed_from=origin,
+                                )
                         else:
                             complete[key] = not more
                             if more:
@@ -624,8 +633,9 @@ class Poller:
                         follow.append((sid, nxt))
             pending = follow
         views = [
-            ListView(sid, kind, tuple(runs), complete[(sid, kind)], began[(sid, kind)])
-            for (sid, kind), runs in read.items()
+            ListView(sid, kind, tuple(runs), complete[part], origin)
+            for part, runs in read.items()
+            for sid, kind, origin in (part,)
         ]
         return views, lookups
 
