@@ -215,6 +215,20 @@ def rules() -> list[Group]:
                 "and may time out.",
                 OVERVIEW,
             ),
+            Rule(
+                "SpaceliftStateFileWriteFailing",
+                "sum by (job, instance) (\n"
+                '  increase(spacelift_state_file_writes_total{JOB, outcome="failure"}[15m])\n'
+                ") > 0",
+                "15m",
+                "warning",
+                "The Spacelift exporter cannot write its state file.",
+                "Exporter {{ $labels.instance }}: {{ $value | humanize }} writes of its "
+                "--state.file failed in the last 15 minutes. A restart now would restore an "
+                "older run ledger, and runs finished since could be counted twice or missed.",
+                OVERVIEW,
+                dashboard_vars=("job",),
+            ),
         ],
     )
 

@@ -132,7 +132,8 @@ def stack() -> Iterator[Stack]:
         Simulator(world, token_ttl=7 * DAY) as sim,
         Clockwork(world),
         # tokens outlive the test in real time too (the simulated clock is behind real time)
-        ExporterProcess(sim.url, {"areas": areas}) as exporter,
+        # with a state file, as a production exporter has one (its write counters show)
+        ExporterProcess(sim.url, {"areas": areas, "state_file": "state.json"}) as exporter,
         PrometheusProcess([exporter.url.removeprefix("http://")], job=JOB) as prom,
     ):
         prom.wait_for(f'spacelift_up{{job="{JOB}", account="{ACCOUNT}"}} == 1')

@@ -186,9 +186,10 @@ def build() -> dm.Dashboard:
                 w=8,
             ),
             graph(
-                "Rate limiting and token exchanges",
-                "HTTP 429 answers from Spacelift and API key token exchanges (by outcome) in each "
-                "interval. Failing exchanges stop all data; 429s slow polls down.",
+                "Rate limiting, token exchanges, state file writes",
+                "HTTP 429 answers from Spacelift, API key token exchanges (by outcome) and "
+                "failed --state.file writes in each interval. Failing exchanges stop all data; "
+                "429s slow polls down; failed state writes put restarts at risk of miscounting.",
                 "short",
                 query(
                     f"sum by (account) ({increase('spacelift_api_rate_limited_total')})",
@@ -198,6 +199,14 @@ def build() -> dm.Dashboard:
                     "sum by (account, outcome) "
                     f"({increase('spacelift_api_token_exchanges_total')})",
                     "{{account}} token exchange {{outcome}}",
+                ),
+                query(
+                    # Process-wide (no account label): one state file per exporter, shown for
+                    # the exporters that serve the selected accounts.
+                    "sum by (instance) (increase(spacelift_state_file_writes_total"
+                    '{job=~"$job", outcome="failure"}[$__rate_interval]))'
+                    f" and on (instance) max by (instance) ({sel('spacelift_up')})",
+                    "{{instance}} state file write failed",
                 ),
                 w=12,
                 bars=True,
