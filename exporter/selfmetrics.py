@@ -52,11 +52,13 @@ STATE_FILE_WRITES = MetricDef(
 METRICS = (API_REQUESTS, API_REQUEST_DURATION, TOKEN_EXCHANGES, RATE_LIMITED, STATE_FILE_WRITES)
 
 
+def _counter(metric: MetricDef, registry: CollectorRegistry) -> Counter:
+    return Counter(metric.name, metric.help, metric.labels, registry=registry)
+
+
 class SelfMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            API_REQUESTS.name, API_REQUESTS.help, API_REQUESTS.labels, registry=registry
-        )
+        self.requests = _counter(API_REQUESTS, registry)
         self.duration = Histogram(
             API_REQUEST_DURATION.name,
             API_REQUEST_DURATION.help,
@@ -64,18 +66,9 @@ class SelfMetrics:
             buckets=REQUEST_BUCKETS,
             registry=registry,
         )
-        self.exchanges = Counter(
-            TOKEN_EXCHANGES.name, TOKEN_EXCHANGES.help, TOKEN_EXCHANGES.labels, registry=registry
-        )
-        self.rate_limited_total = Counter(
-            RATE_LIMITED.name, RATE_LIMITED.help, RATE_LIMITED.labels, registry=registry
-        )
-        self.state_file_writes = Counter(
-            STATE_FILE_WRITES.name,
-            STATE_FILE_WRITES.help,
-            STATE_FILE_WRITES.labels,
-            registry=registry,
-        )
+        self.exchanges = _counter(TOKEN_EXCHANGES, registry)
+        self.rate_limited_total = _counter(RATE_LIMITED, registry)
+        self.state_file_writes = _counter(STATE_FILE_WRITES, registry)
 
     def request(self, account: str, operation: str, outcome: str, seconds: float) -> None:
         self.requests.labels(account, operation, outcome).inc()
