@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from grafana_foundation_sdk.builders import table
 from grafana_foundation_sdk.models import dashboard as dm
 
 from grafana.dashboards_src.common import (
@@ -33,6 +36,21 @@ KEY_COLUMNS = {
     "admin": "Legacy admin",
 }
 DAY = 86400
+
+
+def _key_table(
+    title: str, description: str, unit: str, expr: str, value_header: str, **kw: Any
+) -> table.Panel:
+    """One row per API key (name, type, admin flag from ``KEY_LABELS``) and one value."""
+    return grid(
+        title,
+        description,
+        unit,
+        query(expr, instant=True, table_format=True),
+        columns={**KEY_COLUMNS, "Value": value_header},
+        sort_by=value_header,
+        **kw,
+    )
 
 
 def build() -> dm.Dashboard:
@@ -130,79 +148,52 @@ def build() -> dm.Dashboard:
     b.row(
         "Keys to review",
         [
-            grid(
+            _key_table(
                 "Time since last use",
                 "How long ago each API key was last used, longest first. Keys unused for 90 "
                 "days are candidates for deletion.",
                 "s",
-                query(
-                    f"(time() - {sel('spacelift_api_key_last_used_timestamp_seconds')})"
-                    f" * {KEY_LABELS}",
-                    instant=True,
-                    table_format=True,
-                ),
-                columns={**KEY_COLUMNS, "Value": "Unused for"},
-                sort_by="Unused for",
+                f"(time() - {sel('spacelift_api_key_last_used_timestamp_seconds')}) * {KEY_LABELS}",
+                "Unused for",
                 thresholds=steps((None, "green"), (30 * DAY, "orange"), (90 * DAY, "red")),
                 w=8,
             ),
-            grid(
+            _key_table(
                 "Never used",
                 "API keys that have never been used, with how long ago they were created.",
                 "s",
-                query(
-                    f"((time() - {sel('spacelift_api_key_created_timestamp_seconds')})"
-                    f" * {KEY_LABELS})"
-                    f" unless {ON_KEY} {sel('spacelift_api_key_last_used_timestamp_seconds')}",
-                    instant=True,
-                    table_format=True,
-                ),
-                columns={**KEY_COLUMNS, "Value": "Created"},
-                sort_by="Created",
+                f"((time() - {sel('spacelift_api_key_created_timestamp_seconds')})"
+                f" * {KEY_LABELS})"
+                f" unless {ON_KEY} {sel('spacelift_api_key_last_used_timestamp_seconds')}",
+                "Created",
                 w=8,
             ),
-            grid(
+            _key_table(
                 "Time until expiry",
                 "API keys that expire, with the time left, soonest first. Keys that never "
                 "expire are not listed.",
                 "s",
-                query(
-                    f"({sel('spacelift_api_key_expiry_timestamp_seconds')} - time())"
-                    f" * {KEY_LABELS}",
-                    instant=True,
-                    table_format=True,
-                ),
-                columns={**KEY_COLUMNS, "Value": "Expires in"},
-                sort_by="Expires in",
+                f"({sel('spacelift_api_key_expiry_timestamp_seconds')} - time()) * {KEY_LABELS}",
+                "Expires in",
                 descending=False,
                 thresholds=steps((None, "red"), (7 * DAY, "orange"), (30 * DAY, "green")),
                 w=8,
             ),
-            grid(
+            _key_table(
                 "Role bindings per key",
                 "Number of role bindings each API key holds; 0 is worth seeing.",
                 "short",
-                query(
-                    f"{sel('spacelift_api_key_roles')} * {KEY_LABELS}",
-                    instant=True,
-                    table_format=True,
-                ),
-                columns={**KEY_COLUMNS, "Value": "Role bindings"},
-                sort_by="Role bindings",
+                f"{sel('spacelift_api_key_roles')} * {KEY_LABELS}",
+                "Role bindings",
                 w=16,
             ),
-            grid(
+            _key_table(
                 "Keys that can do anything",
                 "API keys holding space-admin on the root space, directly or through an IdP "
                 "group (what SpaceliftApiKeyRootAdminAdded pages about when one appears).",
                 "short",
-                query(
-                    f"({sel('spacelift_api_key_root_admin')} == 1) * {KEY_LABELS}",
-                    instant=True,
-                    table_format=True,
-                ),
-                columns={**KEY_COLUMNS, "Value": "Root admin"},
-                sort_by="Root admin",
+                f"({sel('spacelift_api_key_root_admin')} == 1) * {KEY_LABELS}",
+                "Root admin",
                 w=8,
             ),
         ],
