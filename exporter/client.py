@@ -11,6 +11,7 @@ import binascii
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -54,17 +55,26 @@ mutation SpaceliftExporterGetToken($id: ID!, $secret: String!) {
 VIEWER_DOCUMENT = "query SpaceliftExporterViewer { viewer { id } }"
 
 PERMISSION_MESSAGES = ("unauthorized", "not available for machine sessions", "forbidden")
+# An older server's validation error for a field its schema lacks (graphql-js wording).
+UNKNOWN_FIELD = re.compile(r"""Cannot query field ["'](\w+)["'] on type ["'](\w+)["']""")
 
 
 @dataclass(frozen=True)
 class FieldError:
     message: str
     path: tuple[str | int, ...]
+    locations: tuple[tuple[int, int], ...] = ()  # (line, column) in the document sent
 
     @property
     def is_permission(self) -> bool:
         text = self.message.lower()
         return any(m in text for m in PERMISSION_MESSAGES)
+
+    @property
+    def unknown_field(self) -> str | None:
+        """``Type.field`` when the server's schema has no such field, else None."""
+        m = UNKNOWN_FIELD.search(self.message)
+        return f"{m.group(2)}.{m.group(1)}" if m else None
 
 
 @dataclass(frozen=True)
@@ -393,7 +403,18 @@ def _field_error(raw: Any) -> FieldError:
     if not isinstance(raw, dict):
         return FieldError(str(raw), ())
     path = raw.get("path") or ()
-    return FieldError(str(raw.get("message", "")), tuple(path) if isinstance(path, list) else ())
+    locations = tuple(
+        (loc["line"], loc["column"])
+        for loc in (raw.get("locations") or [])[:10]
+        if isinstance(loc, dict)
+        and isinstance(loc.get("line"), int)
+        and isinstance(loc.get("column"), int)
+    )
+    return FieldError(
+        str(raw.get("message", "")),
+        tuple(path) if isinstance(path, list) else (),
+        locations if isinstance(raw.get("locations"), list) else (),
+    )
 
 
 def _retry_after(value: str | None, now: float) -> float | None:

@@ -65,15 +65,19 @@ def test_no_finished_run_yet_omits_the_durations_instead_of_zero(sim: Simulator)
     assert got["spacelift_current_stacks_count_by_state"]
 
 
-def test_refused_metrics_is_a_permission_gap_that_keeps_serving_nothing_stale(
+def test_refused_metrics_is_reported_as_an_unavailable_field_not_an_outage(
     sim: Simulator,
 ) -> None:
     app = make_app(sim, areas=("aggregates",))
+    assert app.poll_all()
     sim.gate_fields({"metrics"})
-    assert not app.poll_all()
-    (key,) = app.pollers
-    st = app.store.get(key)
-    assert st.permission_denied and "machine sessions" in (st.error or "")
+    assert app.poll_all()
+    got = scrape(app)
+    assert "spacelift_current_stacks_count_by_state" not in got
+    assert got["spacelift_api_field_unavailable"] == {
+        lab(area="aggregates", field="Query.metrics", reason="refused"): 1
+    }
+    assert got["spacelift_up"] == {lab(): 1}
 
 
 def test_points_without_a_label_are_skipped_and_parsing_is_strict() -> None:

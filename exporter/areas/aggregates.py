@@ -71,6 +71,15 @@ SCALARS = (
 )
 
 
+METRICS = (
+    STACKS_BY_STATE,
+    RESOURCES_BY_DRIFT,
+    AVG_STACK_SIZE,
+    AVERAGE_RUN_DURATION,
+    MEDIAN_RUN_DURATION,
+)
+
+
 @dataclass(frozen=True)
 class Snapshot:
     # API field -> ((label or "", value), ...) in the API's order; absent when not read
@@ -88,7 +97,10 @@ def _points(raw: Any, where: str) -> tuple[tuple[str, float], ...]:
 
 
 def parse(data: object) -> Snapshot:
-    m = p.obj(p.obj(data, "data").get("metrics"), "metrics")
+    d = p.obj(data, "data")
+    if "metrics" not in d:  # left out: the server lacks or refuses it (see FieldGate)
+        return Snapshot({})
+    m = p.obj(d.get("metrics"), "metrics")
     fields = [name for name, _ in (*LABELLED, *SCALARS)]
     return Snapshot(
         {name: _points(m[name], f"metrics.{name}") for name in fields if m.get(name) is not None}
@@ -98,6 +110,9 @@ def parse(data: object) -> Snapshot:
 class Poller(DocumentPoller):
     document = DOCUMENT
     root = "metrics"
+    # Older self-hosted releases lack ``metrics`` or refuse it to API keys: the area then
+    # serves nothing and reports the field, which is not an outage.
+    optional = {"Query.metrics": METRICS}
     parse = staticmethod(parse)
 
     def collect(self, snapshot: Snapshot, out: FamilyBuilder) -> None:
@@ -123,13 +138,8 @@ SPEC = AreaSpec(
     default_interval=60.0,
     create=Poller,
     documents={"SpaceliftExporterAggregates": DOCUMENT},
-    metrics=(
-        STACKS_BY_STATE,
-        RESOURCES_BY_DRIFT,
-        AVG_STACK_SIZE,
-        AVERAGE_RUN_DURATION,
-        MEDIAN_RUN_DURATION,
-    ),
-    permission="Any key on current SaaS; older self-hosted releases refuse `metrics` to API "
-    "keys (`not available for machine sessions`), reported as a permission gap.",
+    metrics=METRICS,
+    permission="Any key on current SaaS; older self-hosted releases lack `metrics` or refuse "
+    "it to API keys (`not available for machine sessions`), reported as "
+    '`spacelift_api_field_unavailable{field="Query.metrics"}`.',
 )

@@ -435,6 +435,8 @@ def field_resolver(source: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
             return answer
         if ptype == "Mutation":
             return info.context.sim._exchange(args.get("id"), args.get("secret"))
+    elif info.context.authed and f"{ptype}.{info.field_name}" in info.context.sim.gated:
+        raise GraphQLError(GATED)
     fn = RESOLVERS.get((ptype, info.field_name))
     if fn is not None:
         return fn(source, info, **args)
