@@ -66,6 +66,7 @@ class App:
                     state=saved.get(section_key(account.name, area)),
                     clock=clock,
                     area=area,
+                    interval=account.areas[area].interval,
                     shared=shared,
                 )
                 self.pollers[(account.name, area)] = AREAS[area].create(ctx)
@@ -152,11 +153,13 @@ class App:
 
     def unavailable_fields(self) -> list[tuple[str, str, str, str]]:
         """(account, area, field, reason) of every field an area's documents go without."""
-        out = []
-        for (account, area), poller in self.pollers.items():
-            gate = getattr(poller, "fields", None)
-            for u in gate.unavailable() if gate is not None else ():
-                out.append((account, area, u.field, u.reason))
+        out: set[tuple[str, str, str, str]] = set()
+        for (account, _), poller in self.pollers.items():
+            # ``gates``: a poller using several (the shared stack listing has its own)
+            gates = getattr(poller, "gates", None) or (getattr(poller, "fields", None),)
+            for gate in gates:
+                if gate is not None:
+                    out.update((account, gate.area, u.field, u.reason) for u in gate.unavailable())
         return sorted(out)
 
     def _collect_area(self, area: str, out: FamilyBuilder) -> None:

@@ -78,6 +78,7 @@ class AreaContext:
     state: Any = None  # area-owned persistent state (the run ledger), restored by the app
     clock: Callable[[], float] = time.time  # "now" for ages and baselines (tests inject one)
     area: str = ""  # the area's name, for what the poller logs and reports
+    interval: float = 0.0  # the area's poll interval (seconds)
     # Per-account objects the account's areas share (the stack listing), keyed by name.
     shared: dict[str, Any] = field(default_factory=dict)
 
