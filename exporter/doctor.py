@@ -51,8 +51,9 @@ OK, DEGRADED, GAP, FAIL, SKIP = "ok", "degraded", "permission gap", "failed", "s
 
 
 def run(
-    cfg: Config, *, output: str = "table", capture: Path | None = None, out: TextIO = sys.stdout
+    cfg: Config, *, output: str = "table", capture: Path | None = None, out: TextIO | None = None
 ) -> int:
+    out = out or sys.stdout
     cfg = dataclasses.replace(cfg, state_file=None)  # a probe leaves no state behind
     recorder = Recorder(capture) if capture is not None else None
     app = App(cfg, transport=recorder)
@@ -186,9 +187,11 @@ def _table(report: list[dict[str, Any]], healthy: bool) -> str:
 
 # -- capture -------------------------------------------------------------------------------------
 
-# Strings kept as they are: enum values (states, run types, drift states) and error messages.
+# Strings kept as they are: enum values (states, run types, drift states), error messages and
+# paths (field names), and Spacelift's own names (system roles, the root space).
 _ENUM = re.compile(r"^[A-Z][A-Z0-9_]*$")
-_KEEP_KEYS = frozenset({"message", "__typename", "kind", "name_of_type"})
+_KEEP_KEYS = frozenset({"message", "path", "__typename"})
+_KEEP_VALUES = frozenset({"root", "legacy", "space-admin", "space-reader", "space-writer"})
 _TOKEN_KEYS = frozenset({"jwt", "token", "secret"})
 
 
@@ -204,7 +207,9 @@ class Sanitizer:
             return {k: self._field(k, v) for k, v in value.items()}
         if isinstance(value, list):
             return [self(v, key) for v in value]
-        if isinstance(value, str) and not (_ENUM.match(value) or key in _KEEP_KEYS):
+        if isinstance(value, str) and not (
+            _ENUM.match(value) or key in _KEEP_KEYS or value in _KEEP_VALUES
+        ):
             return self._placeholder(value, key)
         return value
 
