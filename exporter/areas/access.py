@@ -491,6 +491,7 @@ SPEC = AreaSpec(
         "SpaceliftExporterAccessSeats": SEATS_DOCUMENT,
     },
     metrics=METRICS,
+    optional={c: tuple(m) for part in PARTS for c, m in part.document.optional.items()},
     permission=(
         "Admin: `space-admin` on `root` (or a legacy admin key) for everything; a space admin "
         "of any other space can read keys, roles, users and groups but not seats (reported "

@@ -139,6 +139,7 @@ SPEC = AreaSpec(
     create=Poller,
     documents={"SpaceliftExporterAggregates": DOCUMENT},
     metrics=METRICS,
+    optional=Poller.optional,
     permission="Any key on current SaaS; older self-hosted releases lack `metrics` or refuse "
     "it to API keys (`not available for machine sessions`), reported as "
     '`spacelift_api_field_unavailable{field="Query.metrics"}`.',

@@ -122,3 +122,6 @@ class AreaSpec:
     permission: str
     options: Mapping[str, OptionSpec] = field(default_factory=dict)
     enabled_by_default: bool = True
+    # Fields a server may lack or refuse (coordinate -> the metrics that need them): the
+    # documents are sent without them and only those metrics go (README table from here).
+    optional: Mapping[str, tuple[MetricDef, ...]] = field(default_factory=dict)

@@ -690,6 +690,7 @@ SPEC = AreaSpec(
         BATCH_OPERATION: batch_document(BATCH),
     },
     metrics=(RUNS_NOW, OLDEST_AGE, NEEDING_APPROVAL, FINISHED, DURATION, QUEUE_WAIT, LEAD_TIME),
+    optional=OPTIONAL,
     permission="Read on the spaces of the stacks (`searchStacks`, `stack.runs`, "
     "`stack.proposedRuns`, `stack.tasks`) and of the worker pools (`searchSchedulableRuns`); "
     "runs in spaces the key cannot read are not seen.",

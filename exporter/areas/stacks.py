@@ -87,6 +87,9 @@ STACK_DRIFTED = gauge(
     "stack_id",
 )
 PER_STACK = (STACK_INFO, STACK_STATE, STATE_SINCE, STACK_LOCKED, STACK_DISABLED, STACK_DRIFTED)
+# Refused to machine-user keys: spacelift_stacks then has no state label, per-state counts
+# come from the aggregates area.
+OPTIONAL = {"Stack.state": (STACK_STATE,)}
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ class Poller:
         self.label_keys = tuple(keys)
         self.area = ctx.area or "stacks"
         self.listing = StackListing.of(ctx.shared, ctx.account, ctx.clock)
-        self.listing.register(ctx.interval, {"Stack.state": (STACK_STATE,)})
+        self.listing.register(ctx.interval, OPTIONAL)
         self.gates = (self.listing.gate,)
         self.info = STACK_INFO
         if keys:
@@ -212,6 +215,7 @@ SPEC = AreaSpec(
     create=Poller,
     documents={"SpaceliftExporterStacks": DOCUMENT},
     metrics=(STACKS, LOCKED, DISABLED, DRIFTED, SPACES, *PER_STACK),
+    optional=OPTIONAL,
     permission="Read on the spaces of the stacks (`searchStacks`, `spaces`); stacks in spaces "
     "the key cannot read are not counted.",
     options=_options(),

@@ -138,4 +138,5 @@ SPEC = AreaSpec(
     documents={"SpaceliftExporterWorkerPools": DOCUMENT},
     metrics=(WORKERS, BUSY, DRAINED, IDLE, PENDING, SCHEDULABLE),
     permission="Read on the spaces holding the pools (any key that can list `workerPools`).",
+    optional=Poller.optional,
 )
