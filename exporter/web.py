@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 # Probes carry no password and show no Spacelift data: they stay open under basic auth.
-OPEN_PATHS = ("/healthz", "/readyz")
+# /health is the probe path of Spacelift's official exporter (its Kubernetes example).
+OPEN_PATHS = ("/healthz", "/health", "/readyz")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -49,7 +50,7 @@ class Handler(BaseHTTPRequestHandler):
             body, ctype = app.exposition.render(self.headers.get("Accept"))
             gz = accepts_gzip(self.headers.get("Accept-Encoding"))
             self._send(200, gzip.compress(body, 1) if gz else body, ctype, send_body, gz)
-        elif path == "/healthz":
+        elif path in ("/healthz", "/health"):
             self._send(200, b"ok\n", "text/plain; charset=utf-8", send_body)
         elif path == "/readyz":
             pending = [f"{a}/{r}" for (a, r), st in app.store.items() if not st.settled]
