@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 
 from exporter import __revision__, __version__
-from exporter.areas.base import FamilyBuilder, MetricDef, counter, gauge
+from exporter.families import FamilyBuilder, MetricDef, counter, gauge
 from exporter.store import AreaState, Key
 
 UP = gauge(

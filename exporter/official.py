@@ -23,9 +23,6 @@ class OfficialMetric:
     missing: str | None = None  # why it is not served, if it is not
 
 
-_AGGREGATES_MISSING = (
-    'not yet: arrives with the `aggregates` area (issue "Meet the real Spacelift API")'
-)
 _SCRAPE = "polls are not scrapes here: Spacelift is polled on a schedule, never per scrape"
 
 METRICS: tuple[OfficialMetric, ...] = (
@@ -53,32 +50,16 @@ METRICS: tuple[OfficialMetric, ...] = (
     OfficialMetric(
         "spacelift_current_stacks_count_by_state",
         ("state",),
-        "per stack: `spacelift_stacks{state}`",
-        _AGGREGATES_MISSING,
+        "same, plus `account` (area `aggregates`)",
     ),
     OfficialMetric(
         "spacelift_current_resources_count_by_drift",
         ("state",),
-        "",
-        _AGGREGATES_MISSING,
+        "same, plus `account` (area `aggregates`)",
     ),
-    OfficialMetric(
-        "spacelift_current_avg_stack_size_by_resource_count",
-        (),
-        "",
-        _AGGREGATES_MISSING,
-    ),
-    OfficialMetric(
-        "spacelift_current_average_run_duration",
-        (),
-        "per run: `spacelift_run_duration_seconds` (histogram)",
-        _AGGREGATES_MISSING,
-    ),
-    OfficialMetric(
-        "spacelift_current_median_run_duration",
-        (),
-        "per run: `spacelift_run_duration_seconds` (histogram)",
-        _AGGREGATES_MISSING,
+    *(
+        OfficialMetric(f"spacelift_current_{m}", (), "same, plus `account` (area `aggregates`)")
+        for m in ("avg_stack_size_by_resource_count", "average_run_duration", "median_run_duration")
     ),
     OfficialMetric(
         "spacelift_scrape_duration_seconds",

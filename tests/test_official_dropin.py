@@ -18,7 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import official, trust
+from exporter import cli, official, trust
 from exporter.app import App
 from exporter.areas import AREAS
 from exporter.config import ConfigError, Overrides, load
@@ -30,9 +30,19 @@ from tests.support.processes import ROOT, _Process
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Simulator]:
     world = World(
-        WorldConfig(seed=3, stacks=12, spaces=2, pools=2, workers_per_pool=2, api_keys=3, users=4),
+        WorldConfig(
+            seed=3,
+            stacks=12,
+            spaces=2,
+            pools=2,
+            workers_per_pool=2,
+            api_keys=3,
+            users=4,
+            activity=10,
+        ),
         SimClock(start=float(int(time.time()))),
     )
+    world.advance(3600)  # an hour of runs: Spacelift's run duration aggregates have data
     with Simulator(world, key_id=KEY_ID, key_secret=KEY_SECRET) as s:
         yield s
 
@@ -53,9 +63,11 @@ class OfficialStyleExporter(_Process):
         args = [a.replace("{port}", str(self.port)) for a in self.args]
         env = {k: v.replace("{port}", str(self.port)) for k, v in self.env.items()}
         self._start([sys.executable, "-m", "exporter", *args], env)
+        return self
+
+    def wait_ready(self) -> None:
         self._wait_http(official.PROBE_PATH)  # the official readiness probe
         self._wait_http("/readyz")  # every area polled: the families below are all present
-        return self
 
     def families(self) -> dict[str, dict[str, str]]:
         """Family name -> labels of its first sample, as served on /metrics."""
@@ -79,47 +91,53 @@ def check_official_names(exporter: OfficialStyleExporter) -> None:
     assert build["version"] and build["revision"]
 
 
-def test_the_official_kubernetes_example(sim: Simulator) -> None:
-    # Its Deployment: no args, four variables, readinessProbe httpGet /health on port 9953
-    # (here a free port, written the same way).
-    env = {
+def test_started_as_the_official_docs_start_it(sim: Simulator) -> None:
+    # The official Kubernetes example's Deployment: no args, four variables, readinessProbe
+    # httpGet /health on port 9953 (here a free port, written the same way).
+    kubernetes = {
         "SPACELIFT_PROMEX_API_ENDPOINT": sim.endpoint,  # https://<account>.app.spacelift.io
         "SPACELIFT_PROMEX_API_KEY_ID": KEY_ID,
         "SPACELIFT_PROMEX_API_KEY_SECRET": KEY_SECRET,
         "SPACELIFT_PROMEX_LISTEN_ADDRESS": ":{port}",
     }
-    with OfficialStyleExporter([], env) as exporter:
-        probe = httpx.get(exporter.url + "/health")
-        assert probe.status_code == 200
-        check_official_names(exporter)
+    # The official README's command line (spacelift-promex serve --listen-address ":9999"
+    # --api-endpoint ... --api-key-id ... --api-key-secret ...), with the short aliases and
+    # variables of its `serve --help`.
+    readme = ["serve", "--listen-address", ":{port}", "--api-endpoint", sim.endpoint]
+    readme += ["-k", KEY_ID, "--api-key-secret", KEY_SECRET, "-d"]
+    with (
+        OfficialStyleExporter([], kubernetes) as from_kubernetes,
+        OfficialStyleExporter(readme, {"SPACELIFT_PROMEX_SCRAPE_TIMEOUT": "30s"}) as from_readme,
+    ):  # both start at once; each is then checked alone
+        for exporter in (from_kubernetes, from_readme):
+            exporter.wait_ready()
+            assert httpx.get(exporter.url + "/health").status_code == 200
+            check_official_names(exporter)
+        readme_log, kubernetes_log = from_readme.output(), from_kubernetes.output()
+    assert "level=debug" in readme_log and "level=debug" not in kubernetes_log  # -d
+    assert KEY_SECRET not in readme_log + kubernetes_log
 
 
-def test_the_official_readme_command_line(sim: Simulator) -> None:
-    # spacelift-promex serve --listen-address ":9999" --api-endpoint ... --api-key-id ...
-    # --api-key-secret ..., and the short aliases and variables of its `serve --help`.
-    args = ["serve", "--listen-address", ":{port}", "--api-endpoint", sim.endpoint]
-    args += ["-k", KEY_ID, "--api-key-secret", KEY_SECRET, "-d"]
-    env = {"SPACELIFT_PROMEX_SCRAPE_TIMEOUT": "30s"}
-    with OfficialStyleExporter(args, env) as exporter:
-        check_official_names(exporter)
-        log = exporter.output()
-    assert "level=debug" in log  # --is-development
-    assert KEY_SECRET not in log
+def check_config(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> tuple[int, str, str]:
+    """`spacelift-exporter check-config ARGS` with only ``env``'s SPACELIFT_* variables."""
+    for name in os.environ:
+        if name.startswith("SPACELIFT_"):
+            monkeypatch.delenv(name)
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
+    code = cli.main(["check-config", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def check_config(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SPACELIFT_")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "exporter", "check-config", *args],
-        env={**clean, "PYTHONPATH": str(ROOT), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def test_official_settings_map_to_their_nearest_meaning(tmp_path: Path) -> None:
+def test_official_settings_map_to_their_nearest_meaning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text(KEY_SECRET + "\n")
     env = {
@@ -130,7 +148,7 @@ def test_official_settings_map_to_their_nearest_meaning(tmp_path: Path) -> None:
         "SPACELIFT_PROMEX_IS_DEVELOPMENT": "true",
         "SPACELIFT_PROMEX_LISTEN_ADDRESS": ":9999",
     }
-    code, out, err = check_config(env=env)
+    code, out, err = check_config(monkeypatch, capsys, env=env)
     assert code == 0, err
     cfg = json.loads(out)
     assert cfg["accounts"][0]["endpoint"] == "https://acme.app.spacelift.io/graphql"
@@ -139,7 +157,9 @@ def test_official_settings_map_to_their_nearest_meaning(tmp_path: Path) -> None:
     assert cfg["web"]["listen_address"] == ":9999"
     assert cfg["log"]["level"] == "debug"
     # A flag beats its variable, as in the official exporter.
-    code, out, _ = check_config("--scrape-timeout", "1m", "-l", ":9000", env=env)
+    code, out, _ = check_config(
+        monkeypatch, capsys, "--scrape-timeout", "1m", "-l", ":9000", env=env
+    )
     assert json.loads(out)["http"]["poll_timeout"] == 60.0
     assert json.loads(out)["web"]["listen_address"] == ":9000"
 
@@ -173,10 +193,10 @@ def openssl(*args: str) -> None:
 @pytest.fixture(scope="module")
 def private_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("private-ca")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=Spacelift Self-Hosted Test CA",
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    openssl("req", "-x509", *ec, "-days", "2", "-subj", "/CN=Spacelift Self-Hosted Test CA",
             "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))  # fmt: skip
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=spacelift.internal",
+    openssl("req", *ec, "-subj", "/CN=spacelift.internal",
             "-keyout", str(d / "server.key"), "-out", str(d / "server.csr"))  # fmt: skip
     (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1\n")
     openssl("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.crt"),
@@ -238,10 +258,14 @@ def test_ca_cert_is_added_to_the_system_trust_not_instead(private_ca: Path) -> N
     assert system > 0
 
 
-def test_a_file_without_a_certificate_exits_2(tmp_path: Path) -> None:
+def test_a_file_without_a_certificate_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "ca.crt"
     bad.write_text("not a certificate\n")
     code, _, err = check_config(
+        monkeypatch,
+        capsys,
         "--api-endpoint", "acme.app.spacelift.io", "-k", KEY_ID, "--ca-cert-path", str(bad),
         env={"SPACELIFT_PROMEX_API_KEY_SECRET": KEY_SECRET},
     )  # fmt: skip
