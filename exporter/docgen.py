@@ -79,6 +79,7 @@ def official_section() -> str:
         rows.append(f"| `serve {f.flag}`{alias}, `${f.env}`{default} | {f.here} |")
     rows.append(f"| `{official.PROBE_PATH}` (readiness probe) | same as `/healthz` |")
     rows.append("| port 9953 | same |")
+    rows.append("| image command `/usr/bin/spacelift-promex serve` | same (a link) |")
     return "\n".join(rows)
 
 
