@@ -232,7 +232,7 @@ def load(
         or _str(web, "listen_address", "web.", DEFAULT_LISTEN)
     )
     path = overrides.telemetry_path or _str(web, "telemetry_path", "web.", "/metrics")
-    if not path.startswith("/") or path in ("/", "/healthz", "/readyz"):
+    if not path.startswith("/") or path in ("/", "/healthz", "/health", "/readyz"):
         raise ConfigError("web.telemetry_path", f"must be a path other than /, got {path!r}")
     parse_listen(listen, "web.listen_address")
     development = _official_bool(overrides.is_development, PROMEX_IS_DEVELOPMENT_ENV, env)
