@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterable
 
-from exporter import __version__
+from exporter import __revision__, __version__
 from exporter.families import FamilyBuilder, MetricDef, counter, gauge
 from exporter.store import AreaState, Key
 
@@ -44,11 +45,13 @@ FIELD_UNAVAILABLE = gauge(
     "field",
     "reason",
 )
+# The name of Spacelift's official exporter (which labels it commit/goversion/version), so
+# "which exporter build is running" panels work with either.
 BUILD_INFO = MetricDef(
-    "spacelift_exporter_build_info",
+    "spacelift_build_info",
     "gauge",
-    "Build of the running spacelift-exporter (value 1).",
-    ("version",),
+    "Build of the running spacelift-exporter (value 1): version, source revision, Python.",
+    ("version", "revision", "python_version"),
 )
 
 METRICS = (
@@ -75,7 +78,7 @@ def collect(
     unavailable: Iterable[tuple[str, str, str, str]] = (),
 ) -> None:
     """``unavailable``: (account, area, field, reason) of the fields left out of documents."""
-    out.add(BUILD_INFO, (__version__,), 1)
+    out.add(BUILD_INFO, (__version__, __revision__, platform.python_version()), 1)
     out.declare(FIELD_UNAVAILABLE)
     for gap in sorted(unavailable):
         out.add(FIELD_UNAVAILABLE, gap, 1)
