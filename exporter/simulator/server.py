@@ -46,6 +46,11 @@ def schema() -> Any:
 
 # Fields an older self-hosted release lacks (the weakly evidenced ones of the API notes, 13).
 OLD_SELF_HOSTED = frozenset({"Query.seats", "Query.metrics", "WorkerPool.schedulableRunsCount"})
+# What a machine-user API key may be refused (`not available for machine sessions`; API notes,
+# 12 and 13): `sim.gate_fields(MACHINE_SESSION_GATES)`, or any subset.
+MACHINE_SESSION_GATES = frozenset(
+    {"Stack.state", "stacks", "searchStacksSuggestions", "usage", "publicWorkerPool", "metrics"}
+)
 
 
 def schema_without(missing: frozenset[str]) -> Any:
