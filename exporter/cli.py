@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _official_flags(p)
     d = p.add_argument_group("doctor")
     d.add_argument(
-        "--output", dest="doctor_output", choices=("table", "json"), default="table",
+        "--output", dest="doctor_output", choices=("table", "json"),
         help="doctor: a readable table (default) or JSON",
     )  # fmt: skip
     d.add_argument(
@@ -190,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from exporter import doctor
 
         logsetup.setup("error", cfg.log_format)  # the report says it all
-        return doctor.run(cfg, output=args.doctor_output, capture=args.doctor_capture)
+        output = args.doctor_output or "table"
+        return doctor.run(cfg, output=output, capture=args.doctor_capture)
     logsetup.setup(cfg.log_level, cfg.log_format)
     if args.command == "once":
         return _once(cfg)
