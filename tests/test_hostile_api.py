@@ -1,0 +1,183 @@
+"""The exporter against a hostile endpoint over real HTTP on loopback: every poll is bounded.
+
+Whatever the server does (slow headers, a dripping body, an endless stream, a gzip bomb, deep
+JSON, absurd numbers and lists, a megabyte of error text), a poll ends within its budget as a
+failure of a known kind with ``spacelift_up 0``, nothing it sent is exported, and nothing it
+sent reaches a log line unbounded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from exporter.app import App
+from exporter.areas import AREAS
+from exporter.config import Config, Overrides, load
+from exporter.store import AreaState
+from exporter.transport import MAX_ANSWER_BYTES, MAX_JSON_DEPTH
+from tests.support import hostile
+from tests.support.hostile import Hostile
+
+KEY = ("hostile", "worker_pools")
+POLL_TIMEOUT = 1.5
+POOL = {
+    "id": "pool-1",
+    "name": "pool",
+    "space": "root",
+    "pendingRuns": 1,
+    "busyWorkers": 0,
+    "schedulableRunsCount": 1,
+    "workers": [],
+}
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[Hostile]:
+    with Hostile() as h:
+        yield h
+
+
+def config(url: str) -> Config:
+    raw = {
+        "accounts": [{"name": "hostile", "endpoint": url}],
+        "areas": {name: {"enabled": name == "worker_pools"} for name in AREAS},
+        "http": {
+            "timeout": "1s",
+            "poll_timeout": f"{POLL_TIMEOUT}s",
+            "retries": 1,
+            "backoff_base": "50ms",
+            "backoff_max": "100ms",
+        },
+    }
+    return load(Overrides(), env={"SPACELIFT_API_TOKEN": "pre.generated.token"}, raw=raw)
+
+
+def poll(endpoint: Hostile, behaviour: hostile.Behaviour) -> tuple[App, AreaState, str]:
+    """One poll of worker_pools against ``behaviour``; fails if it outlives its budget."""
+    endpoint.behave(behaviour)
+    app = App(config(endpoint.url))
+    worker = threading.Thread(target=app.poll, args=(KEY,), daemon=True)
+    started = time.monotonic()
+    worker.start()
+    worker.join(POLL_TIMEOUT + 3)
+    assert not worker.is_alive(), f"the poll outlived its budget ({time.monotonic() - started}s)"
+    body, _ = app.exposition.render("text/plain")
+    app.close()
+    return app, app.store.get(KEY), body.decode()
+
+
+def up(exposition: str) -> str:
+    line = next(x for x in exposition.splitlines() if x.startswith("spacelift_up{"))
+    return line.rsplit(" ", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        pytest.param(hostile.slow_headers(), id="slow-headers"),
+        pytest.param(hostile.drip_body(), id="dripping-body"),
+        pytest.param(hostile.endless_chunks(), id="endless-chunked"),
+    ],
+)
+def test_a_poll_ends_by_its_budget_whatever_the_server_sends(
+    endpoint: Hostile, behaviour: hostile.Behaviour
+) -> None:
+    _, state, exposition = poll(endpoint, behaviour)
+    assert state.error_kind in ("unreachable", "timeout"), state.error
+    assert up(exposition) == "0.0"
+
+
+def big_list(n: int) -> bytes:
+    item = b'{"id":"p","name":"p","space":"s","pendingRuns":0,"busyWorkers":0,'
+    item += b'"schedulableRunsCount":0,"workers":[]}'
+    return b'{"data":{"workerPools":[' + b",".join([item] * n) + b"]}}"
+
+
+def pools_with(**fields: Any) -> dict[str, Any]:
+    return {"data": {"workerPools": [{**POOL, **fields}]}}
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "why"),
+    [
+        pytest.param(
+            hostile.answer(hostile.gzip_bomb(2 * MAX_ANSWER_BYTES), encoding="gzip"),
+            "once inflated",
+            id="gzip-bomb",
+        ),
+        pytest.param(
+            hostile.answer(b" ", headers={"Content-Length": str(MAX_ANSWER_BYTES + 1)}),
+            "more than",
+            id="declared-too-large",
+        ),
+        pytest.param(
+            hostile.answer(b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+            "nested deeper",
+            id="deep-json",
+        ),
+        pytest.param(
+            hostile.answer(
+                b'{"data":' + b'{"a":' * MAX_JSON_DEPTH + b"1" + b"}" * MAX_JSON_DEPTH + b"}"
+            ),
+            "nested deeper",
+            id="deep-json-below-recursion-limit",
+        ),
+        pytest.param(hostile.answer(pools_with(pendingRuns=-5)), "out of range", id="negative"),
+        pytest.param(
+            hostile.answer(
+                b'{"data":{"workerPools":[{"id":"p","name":"p","space":"s","workers":[],'
+                b'"busyWorkers":0,"schedulableRunsCount":0,"pendingRuns":' + b"9" * 5000 + b"}]}}"
+            ),
+            "digit",
+            id="5000-digits",
+        ),
+        pytest.param(
+            hostile.answer(pools_with(busyWorkers=1e300)), "out of range", id="huge-float"
+        ),
+        pytest.param(
+            hostile.answer(json.dumps(pools_with(pendingRuns=float("nan"))).encode()),
+            "NaN",
+            id="nan",
+        ),
+        pytest.param(hostile.answer(big_list(100_001)), "items", id="a-hundred-thousand-pools"),
+        pytest.param(hostile.answer(pools_with(name="n" * 100_000)), "characters", id="long-name"),
+        pytest.param(
+            hostile.answer(b"\x00" * 10, encoding="br"), "Content-Encoding", id="unknown-encoding"
+        ),
+        pytest.param(
+            hostile.answer(b"not gzip at all", encoding="gzip"), "inflated", id="broken-gzip"
+        ),
+    ],
+)
+def test_an_absurd_answer_is_malformed_and_never_exported(
+    endpoint: Hostile, behaviour: hostile.Behaviour, why: str
+) -> None:
+    _, state, exposition = poll(endpoint, behaviour)
+    assert state.error_kind == "malformed", state.error
+    assert why in (state.error or ""), state.error
+    assert up(exposition) == "0.0"
+    assert not [x for x in exposition.splitlines() if x.startswith("spacelift_worker_pool_")]
+
+
+def test_a_long_error_message_is_cut_before_logs_and_the_landing_page(
+    endpoint: Hostile, caplog: pytest.LogCaptureFixture
+) -> None:
+    flood = "x" * 1_000_000 + "\nlevel=error msg=forged"
+    errors = [{"message": flood, "path": ["workerPools"]}]
+    errors += [
+        {"message": f"{i}" * 10_000, "path": ["workerPools", "z" * 10_000]} for i in range(200)
+    ]
+    with caplog.at_level(logging.DEBUG):
+        _, state, _ = poll(endpoint, hostile.answer({"data": None, "errors": errors}))
+    assert state.error_kind == "graphql_error"
+    assert state.error is not None and len(state.error) < 1000
+    assert "\n" not in state.error
+    for record in caplog.records:
+        assert len(record.getMessage()) + len(str(record.__dict__.get("error", ""))) < 2000
