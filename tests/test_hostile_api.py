@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +29,8 @@ from exporter.store import AreaState
 from exporter.transport import MAX_ANSWER_BYTES, MAX_JSON_DEPTH
 from tests.support import hostile
 from tests.support.hostile import Hostile
+from tests.support.processes import ROOT, free_port
+from tests.support.wait import until
 
 KEY = ("hostile", "worker_pools")
 POLL_TIMEOUT = 1.5
@@ -181,3 +188,44 @@ def test_a_long_error_message_is_cut_before_logs_and_the_landing_page(
     assert "\n" not in state.error
     for record in caplog.records:
         assert len(record.getMessage()) + len(str(record.__dict__.get("error", ""))) < 2000
+
+
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        pytest.param(hostile.answer({"errors": []}, status=503), id="during-a-retry-pause"),
+        pytest.param(hostile.drip_body(), id="during-a-blocked-read"),
+    ],
+)
+def test_a_signal_ends_the_process_within_seconds(
+    endpoint: Hostile, behaviour: hostile.Behaviour, tmp_path: Path
+) -> None:
+    endpoint.behave(behaviour)
+    cfg = {
+        "accounts": [{"name": "hostile", "endpoint": endpoint.url}],
+        "areas": {name: {"enabled": name == "worker_pools"} for name in AREAS},
+        # Long pauses and reads: without the fix the process would wait them out.
+        "http": {"timeout": "60s", "poll_timeout": "5m", "backoff_base": "1m", "backoff_max": "2m"},
+    }
+    path = tmp_path / "config.yml"
+    path.write_text(json.dumps(cfg))
+    seen = endpoint.requests
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "--config.file", str(path)]
+        + ["--web.listen-address", f"127.0.0.1:{port}"],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SPACELIFT_API_TOKEN": "pre.generated.token"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        until(lambda: endpoint.requests > seen, timeout=30, what="the exporter's first request")
+        time.sleep(0.3)  # let it settle into the pause or the read (nothing to await there)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=5)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, output
+    assert "level=error" not in output and "Traceback" not in output, output
