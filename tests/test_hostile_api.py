@@ -211,9 +211,9 @@ def test_a_signal_ends_the_process_within_seconds(
     path.write_text(json.dumps(cfg))
     seen = endpoint.requests
     port = free_port()
+    argv = [sys.executable, "-m", "exporter", "--config.file", str(path)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "--config.file", str(path)]
-        + ["--web.listen-address", f"127.0.0.1:{port}"],
+        [*argv, "--web.listen-address", f"127.0.0.1:{port}"],
         env={**os.environ, "PYTHONPATH": str(ROOT), "SPACELIFT_API_TOKEN": "pre.generated.token"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
