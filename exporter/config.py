@@ -232,6 +232,11 @@ def load(
     return Config(tuple(accounts), http, listen, path, level, fmt, state_file, web_config)
 
 
+def read_file(path: Path) -> dict[str, Any]:
+    """The configuration file as plain data (ConfigError if unreadable or not valid YAML)."""
+    return _read_yaml(path)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
@@ -313,15 +318,21 @@ def _credentials(
     token = env.get(token_var)
     if token:
         return Credentials(token=Secret(token), source=f"pre-generated token from ${token_var}")
+    # Named as the user would fix it: the file's key if the file chose the variable's name,
+    # else the variable itself (the flags only rename it).
     if key_id:
         raise ConfigError(
-            f"{p}api_key_secret_env_var",
+            _named(item, p, "api_key_secret_env_var", secret_var),
             f"API key id is set but ${secret_var} is empty and no api_key_secret_file is given",
         )
     raise ConfigError(
-        f"{p}api_key_id_env_var",
+        _named(item, p, "api_key_id_env_var", id_var),
         f"no credentials: set ${id_var} and ${secret_var}, or ${token_var}",
     )
+
+
+def _named(item: Mapping[str, Any], prefix: str, key: str, variable: str) -> str:
+    return f"{prefix}{key}" if item.get(key) else f"${variable}"
 
 
 def _area_table(
