@@ -63,6 +63,8 @@ mutation SpaceliftExporterGetToken($id: ID!, $secret: String!) {
 }
 """
 
+MAX_TOKEN_CHARS = 16_384  # sent in a header at every request; Spacelift's are ~1 KB
+MAX_TOKEN_LIFETIME = 7 * 86400.0  # API key tokens live 1 h, user sessions 10 h
 MAX_ERRORS = 100  # entries of errors[] (and of a path) looked at; the rest is noise
 
 VIEWER_DOCUMENT = "query SpaceliftExporterViewer { viewer { id } }"
@@ -303,7 +305,12 @@ class SpaceliftClient:
             jwt, valid_until = str(user["jwt"]), float(user["validUntil"])
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedResponseError("apiKeyUser answer without a usable validUntil") from exc
-        return jwt, self._clock() + _lifetime(jwt, valid_until, result.server_time, self._clock())
+        if len(jwt) > MAX_TOKEN_CHARS:
+            raise MalformedResponseError(f"apiKeyUser answer with a {len(jwt)}-character token")
+        lifetime = _lifetime(jwt, valid_until, result.server_time, self._clock())
+        if not 0 < lifetime <= MAX_TOKEN_LIFETIME:  # also NaN
+            raise MalformedResponseError(f"apiKeyUser token valid for {lifetime:.0f}s")
+        return jwt, self._clock() + lifetime
 
     def _invalidate(self, token: str) -> None:
         with self._lock:

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from exporter import yamlsafe
 from exporter.secret import Secret
 
@@ -487,7 +489,16 @@ def normalize_endpoint(value: str, key: str) -> str:
     path = parts.path.rstrip("/")
     if not path.endswith("/graphql"):
         path += "/graphql"
-    return f"{parts.scheme}://{parts.netloc}{path}"
+    url = f"{parts.scheme}://{parts.netloc}{path}"
+    try:
+        # What the client will send to: a host httpx refuses (bad IDNA, spaces) would fail
+        # every poll as an internal error; refuse it here, where check-config sees it.
+        httpx.URL(url)
+    except (httpx.InvalidURL, ValueError):
+        raise ConfigError(key, f"not a Spacelift URL or host: {_short(value)}") from None
+    if any(c.isspace() for c in parts.netloc) or parts.port == 0:
+        raise ConfigError(key, f"not a Spacelift URL or host: {_short(value)}")
+    return url
 
 
 def account_name(endpoint: str) -> str:

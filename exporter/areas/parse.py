@@ -54,6 +54,15 @@ def opt_string(o: Mapping[str, Any], key: str, where: str) -> str | None:
     return _bounded_string(value, f"{where}.{key}")
 
 
+def strings(value: Any, where: str) -> tuple[str, ...]:
+    """The strings of a list (labels, tags), other items skipped, each bounded."""
+    return tuple(
+        _bounded_string(item, f"{where}[{i}]")
+        for i, item in enumerate(lst(value, where))
+        if isinstance(item, str)
+    )
+
+
 def _bounded_string(value: str, where: str) -> str:
     if len(value) > MAX_STRING:
         raise MalformedResponseError(f"{where}: {len(value)} characters, more than {MAX_STRING}")
