@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import pytest
 from exporter.app import App
 from exporter.areas import AREAS
 from exporter.config import Config, Overrides, load
+from exporter.secret import Secret
 from exporter.store import AreaState
 from exporter.transport import MAX_ANSWER_BYTES, MAX_JSON_DEPTH
 from tests.support import hostile
@@ -229,3 +231,47 @@ def test_a_signal_ends_the_process_within_seconds(
         proc.wait()
     assert proc.returncode == 0, output
     assert "level=error" not in output and "Traceback" not in output, output
+
+
+def test_once_returns_within_its_budget(endpoint: Hostile, tmp_path: Path) -> None:
+    endpoint.behave(hostile.slow_headers())
+    path = tmp_path / "config.yml"
+    path.write_text(
+        json.dumps(
+            {
+                "accounts": [{"name": "hostile", "endpoint": endpoint.url}],
+                "http": {"timeout": "1s", "poll_timeout": f"{POLL_TIMEOUT}s"},
+            }
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter", "once", "--config.file", str(path)],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SPACELIFT_API_TOKEN": "pre.generated.token"},
+        capture_output=True,
+        text=True,
+        timeout=30,  # every area at once, each within 1.5 s: far less than this
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "timed out" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        pytest.param({"jwt": "a.b.c", "validUntil": 1e300}, id="lifetime-absurd"),
+        pytest.param({"jwt": "x" * 100_000, "validUntil": time.time() + 3600}, id="token-huge"),
+    ],
+)
+def test_an_absurd_token_exchange_is_malformed(endpoint: Hostile, user: dict[str, Any]) -> None:
+    endpoint.behave(hostile.answer({"data": {"apiKeyUser": user}}))
+    cfg = config(endpoint.url)
+    creds = replace(
+        cfg.accounts[0].credentials, token=None, key_id="01HKEY", key_secret=Secret("s")
+    )
+    app = App(replace(cfg, accounts=(replace(cfg.accounts[0], credentials=creds),)))
+    try:
+        app.poll(KEY)
+    finally:
+        app.close()
+    assert app.store.get(KEY).error_kind == "malformed", app.store.get(KEY).error
