@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 
 # Probes carry no password and show no Spacelift data: they stay open under basic auth.
-OPEN_PATHS = ("/healthz", "/readyz")
+# /health is the probe path of Spacelift's official exporter (its Kubernetes example).
+OPEN_PATHS = ("/healthz", "/health", "/readyz")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ def routes(app: App) -> dict[str, Route]:
     return {
         app.config.telemetry_path: Route(metrics),
         "/healthz": Route(healthz),
+        "/health": Route(healthz),
         "/readyz": Route(readyz),
         "/": Route(landing),
     }
