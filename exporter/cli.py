@@ -88,9 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = p.add_argument_group("demo")
     d.add_argument(
         "--demo.simulator-port",
-        dest=DEMO_PORT_DEST,
+        dest="demo_simulator_port",
         type=int,
-        default=DEMO_SIM_PORT,
         help=f"port of the demo's Spacelift simulator on 127.0.0.1 (default {DEMO_SIM_PORT}; "
         "0 picks a free one), so `once` and `doctor` can be pointed at it",
     )
@@ -162,15 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `_created` series double every counter's series count and no dashboard uses them.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     overrides = config.Overrides(
-        **{
-            k: v
-            for k, v in vars(args).items()
-            if k not in ("command", DEMO_PORT_DEST) and v is not None
-        }
+        **{k: v for k, v in vars(args).items() if k != "command" and v is not None}
     )
     try:
         if args.command == "demo":
-            return _demo(overrides, getattr(args, DEMO_PORT_DEST))
+            return _demo(overrides)
         cfg = config.load(overrides)
     except config.ConfigError as exc:
         print(f"spacelift-exporter: configuration error: {exc}", file=sys.stderr)
@@ -268,12 +263,14 @@ DEMO_KEY_ID = "01HXSIMKEY0000000000000000"
 DEMO_KEY_SECRET = "sim-secret"  # the simulator's built-in key; not a secret
 DEMO_LISTEN = "127.0.0.1:9953"  # loopback unless told otherwise: a demo is not for the network
 DEMO_SIM_PORT = 9954  # fixed, so the printed commands keep working from one demo to the next
-DEMO_PORT_DEST = "demo_simulator_port"
 
 
-def _demo(overrides: config.Overrides, sim_port: int) -> int:
+def _demo(overrides: config.Overrides) -> int:
     from exporter.simulator.demo import start_demo_simulator
 
+    sim_port = (
+        DEMO_SIM_PORT if overrides.demo_simulator_port is None else overrides.demo_simulator_port
+    )
     # Read first: a missing --config.file is an error before anything starts.
     raw = config.read_file(overrides.config_file) if overrides.config_file else {}
     try:

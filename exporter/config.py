@@ -164,6 +164,7 @@ class Overrides:
     scrape_timeout: str | None = None
     ca_cert_path: Path | None = None
     is_development: str | None = None
+    demo_simulator_port: int | None = None  # `demo` only: where its simulator listens
 
 
 # -- loading ---------------------------------------------------------------------------------
