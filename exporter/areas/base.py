@@ -27,6 +27,7 @@ from prometheus_client.core import (
 
 if TYPE_CHECKING:
     from exporter.client import SpaceliftClient
+    from exporter.config import HttpConfig
 
 MetricKind = Literal["gauge", "counter", "histogram"]
 
@@ -164,6 +165,9 @@ class AreaContext:
     options: Mapping[str, Any]
     state: Any = None  # area-owned persistent state (the run ledger), restored by the app
     clock: Callable[[], float] = time.time  # "now" for ages and baselines (tests inject one)
+    # Timeouts, retries and the poll budget, for areas whose I/O is not the Spacelift client
+    # (ec2_ownership reads S3): they apply the same limits to it.
+    http: HttpConfig | None = None
 
 
 class DocumentPoller:
@@ -197,3 +201,6 @@ class AreaSpec:
     permission: str
     options: Mapping[str, OptionSpec] = field(default_factory=dict)
     enabled_by_default: bool = True
+    # Checked when the area is enabled: (option, problem) for a config error naming
+    # ``areas.<area>.<option>``, or None. For what types alone cannot say.
+    check: Callable[[Mapping[str, Any]], tuple[str, str] | None] | None = None
