@@ -4,7 +4,8 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# The `aws` extra (boto3) too, so the image can run the ec2_ownership area.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[aws]'
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
