@@ -78,6 +78,12 @@ class MotoS3:
             aws_secret_access_key=keys.secret_key,
         )
 
+    def __enter__(self) -> MotoS3:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
