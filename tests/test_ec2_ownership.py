@@ -386,12 +386,12 @@ def test_s3_failures_fail_this_area_only_and_say_why(
 def test_a_large_export_is_streamed_in_bounded_memory(
     sim: Simulator, clock: SimClock, s3: MotoS3, bucket: str
 ) -> None:
-    # ~24 MB of JSON Lines, with one record far over the record bound in the middle.
-    n = 12_000
+    # ~26 MB of JSON Lines, with one record far over the record bound in the middle.
+    n = 3_200
     line = json.dumps(
         record("RunInstances", run_session(RUN_NET, "big"), [I1], "2026-11-30T10:00:00Z")
     )
-    pad = "x" * (2000 - len(line))
+    pad = "x" * (8000 - len(line))
     body = bytearray()
     for k in range(n):
         rec = json.loads(line)
