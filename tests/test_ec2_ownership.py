@@ -21,6 +21,7 @@ import pytest
 from exporter import cli
 from exporter.app import App
 from exporter.areas import ec2_ledger as el
+from exporter.areas import ec2_ownership
 from exporter.config import ConfigError, Overrides, load
 from exporter.jsonstream import Skipped, UnreadableExport, records
 from exporter.simulator import SimClock, Simulator
@@ -456,3 +457,26 @@ def test_without_boto3_the_area_is_a_config_error(
     err = capsys.readouterr().err
     assert "areas.ec2_ownership.enabled" in err and "spacelift-exporter[aws]" in err
     assert cli.main(argv) == 0  # not enabled: boto3 is not needed
+
+
+def test_listing_and_tracking_are_bounded(
+    sim: Simulator,
+    clock: SimClock,
+    s3: MotoS3,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # More objects under the prefix than the area lists: a clear error, nothing read.
+    monkeypatch.setattr(ec2_ownership, "MAX_OBJECTS", 2)
+    for name in ("a.json", "b.json", "c.json"):
+        put(s3, bucket, name, as_array(EXPORT_1[:1]))
+    app = ec2_app(sim, clock, s3, bucket)
+    assert not app.poll(AREA)
+    assert "more than 2 objects under" in (app.store.get(AREA).error or "")
+    # Launches past the most instances tracked are counted as events, and as untracked.
+    monkeypatch.setattr(ec2_ownership, "MAX_OBJECTS", 10)
+    monkeypatch.setattr(el, "MAX_TRACKED_INSTANCES", 1)
+    assert app.poll(AREA)
+    assert events(app, "net", "RunInstances") == 6  # two instances, three files
+    assert launched(app, "net") == 1
+    assert ec2(app, "spacelift_ec2_instances_untracked_total") == 3  # i-2, once per file
