@@ -97,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--log.level", dest="log_level", choices=config.LOG_LEVELS)
     w.add_argument("--log.format", dest="log_format", choices=config.LOG_FORMATS)
     p.add_argument(
-        "--state.file", dest="state_file", type=Path, help="where the run ledger survives restarts"
+        "--state.file",
+        dest="state_file",
+        type=Path,
+        help="where the run ledger (and the EC2 exports already read) survive restarts",
     )
     return p
 

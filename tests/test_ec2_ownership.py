@@ -480,3 +480,41 @@ def test_listing_and_tracking_are_bounded(
     assert events(app, "net", "RunInstances") == 6  # two instances, three files
     assert launched(app, "net") == 1
     assert ec2(app, "spacelift_ec2_instances_untracked_total") == 3  # i-2, once per file
+
+
+def test_a_poll_failing_half_way_counts_nothing_it_read(
+    sim: Simulator,
+    clock: SimClock,
+    s3: MotoS3,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    put(s3, bucket, "a.json", as_array(EXPORT_1))
+    put(s3, bucket, "b.json", as_array(EXPORT_2))
+    # Allowed to list and to read a.json only: b.json is refused after a.json was read.
+    statement = [
+        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}"},
+        {
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": f"arn:aws:s3:::{bucket}/cloudtrail/a.json",
+        },
+    ]
+    name = f"reader-{uuid.uuid4().hex[:8]}"
+    use_keys(
+        monkeypatch, s3.user(name, json.dumps({"Version": "2012-10-17", "Statement": statement}))
+    )
+    app = ec2_app(sim, clock, s3, bucket)
+    assert not app.poll(AREA)
+    assert app.store.get(AREA).permission_denied
+    assert events(app, "net", "RunInstances") is None
+    # The policy widened: both files read, a.json counted once.
+    statement[1]["Resource"] = f"arn:aws:s3:::{bucket}/*"
+    s3.client("iam").put_user_policy(
+        UserName=name,
+        PolicyName="s3",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statement}),
+    )
+    assert app.poll(AREA)
+    assert events(app, "net", "RunInstances") == 2
+    assert outcome(app, "read", "spacelift_ec2_export_files_total") == 2

@@ -34,7 +34,14 @@ from exporter.areas.ec2_ledger import (
     classify,
 )
 from exporter.jsonstream import CHUNK, Skipped, UnreadableExport, records
-from exporter.s3export import ExportStoreError, ObjectChanged, OutOfTime, S3Export, boto3_missing
+from exporter.s3export import (
+    ExportStoreError,
+    ObjectChanged,
+    ObjectRef,
+    OutOfTime,
+    S3Export,
+    boto3_missing,
+)
 
 if TYPE_CHECKING:
     from exporter.client import SpaceliftClient
@@ -167,30 +174,21 @@ class Poller:
         # budget (http.poll_timeout) and per-request timeout and retries.
         deadline = time.monotonic() + self.poll_timeout
         listing = self.store.list(deadline, MAX_OBJECTS)
-        ledger = self.ledger
-        ledger.forget_missing({o.key for o in listing})
         by_key = {o.key: o for o in listing}
         todo = sorted(
-            ((by_key[k], after) for k, after in ledger.pending((o.key, o.etag) for o in listing)),
+            (
+                (by_key[k], after)
+                for k, after in self.ledger.pending((o.key, o.etag) for o in listing)
+            ),
             key=lambda item: (item[0].modified, item[0].key),
         )
+        # Files read are merged only when the poll succeeds (the state file is written
+        # then): a poll that fails half-way leaves them to be read again, never twice.
+        tallies: list[FileTally] = []
+        left = 0
         for n, (obj, after) in enumerate(todo):
-            tally = FileTally(obj.key, obj.etag, after)
             try:
-                for item in records(
-                    self.store.read(obj, deadline, CHUNK), max_record=self.max_record
-                ):
-                    tally.add(
-                        item.reason
-                        if isinstance(item, Skipped)
-                        else classify(item, self.spacelift_account)
-                    )
-            except UnreadableExport as exc:
-                tally.unreadable = str(exc)
-                log.warning(
-                    "export file unreadable past a point; the records before it are counted",
-                    extra={"account": self.account, "key": obj.key, "error": str(exc)},
-                )
+                tally = self._read(obj, after, deadline)
             except ObjectChanged:
                 continue  # deleted or replaced since the listing: the next poll sees it
             except OutOfTime:
@@ -199,13 +197,35 @@ class Poller:
                         f"s3://{self.store.bucket}/{obj.key} ({obj.size} bytes) cannot be read "
                         "within http.poll_timeout: raise it"
                     ) from None
+                left = len(todo) - n
                 log.info(
                     "poll time budget used up; the other export files are read next poll",
-                    extra={"account": self.account, "files_left": len(todo) - n},
+                    extra={"account": self.account, "files_left": left},
                 )
-                return snapshot(ledger, len(todo) - n)
-            ledger.merge(tally)
-        return snapshot(ledger)
+                break
+            tallies.append(tally)
+        self.ledger.forget_missing(set(by_key))
+        for tally in tallies:
+            self.ledger.merge(tally)
+        return snapshot(self.ledger, left)
+
+    def _read(self, obj: ObjectRef, after: float | None, deadline: float) -> FileTally:
+        """One file's tally, read to its end (or to the point past which it is unreadable)."""
+        tally = FileTally(obj.key, obj.etag, after)
+        chunks = self.store.read(obj, deadline, CHUNK)
+        try:
+            for item in records(chunks, max_record=self.max_record):
+                if isinstance(item, Skipped):
+                    tally.add(item.reason)
+                else:
+                    tally.add(classify(item, self.spacelift_account))
+        except UnreadableExport as exc:
+            tally.unreadable = str(exc)
+            log.warning(
+                "export file unreadable past a point; the records before it are counted",
+                extra={"account": self.account, "key": obj.key, "error": str(exc)},
+            )
+        return tally
 
     def collect(self, snapshot: Snapshot, out: FamilyBuilder) -> None:
         for m in SPEC.metrics:

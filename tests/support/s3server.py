@@ -2,8 +2,8 @@
 
 Started once per test module (it holds every bucket the module's tests make). It checks
 signatures and IAM policies like AWS does: ``start`` creates an IAM user allowed everything
-on S3 (``admin``) and one allowed nothing (``nobody``), then switches authentication on, so
-wrong credentials are refused as AWS refuses them.
+on S3 and IAM (``admin``) and one allowed nothing (``nobody``), then switches authentication
+on, so wrong credentials are refused as AWS refuses them, and policies are enforced.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from tests.support.processes import free_port
 from tests.support.wait import until
 
 REGION = "us-east-1"
-ALLOW_S3 = (
-    '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}'
+ALLOW_ADMIN = (
+    '{"Version":"2012-10-17","Statement":'
+    '[{"Effect":"Allow","Action":["s3:*","iam:*"],"Resource":"*"}]}'
 )
 
 
@@ -53,11 +54,15 @@ class MotoS3:
             )
         until(lambda: httpx.get(self.url + "/moto-api/").status_code == 200, 30, what="moto")
         iam = self.client("iam", Keys("setup", "setup"))
-        self.admin = self._user(iam, "admin", ALLOW_S3)
+        self.admin = self._user(iam, "admin", ALLOW_ADMIN)
         self.nobody = self._user(iam, "nobody", None)
         # From here on every request must be signed by a known key and allowed by its policy.
         httpx.post(self.url + "/moto-api/reset-auth", content=b"0").raise_for_status()
         return self
+
+    def user(self, name: str, policy: str | None) -> Keys:
+        """A new IAM user with this inline policy (JSON), and its access key."""
+        return self._user(self.client("iam"), name, policy)
 
     def _user(self, iam: Any, name: str, policy: str | None) -> Keys:
         iam.create_user(UserName=name)
