@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from exporter.areas import (
     access,
+    aggregates,
     ec2_ownership,
     public_worker_pool,
     runs,
@@ -22,6 +23,7 @@ AREAS: dict[str, AreaSpec] = {
         access.SPEC,
         stacks.SPEC,
         runs.SPEC,
+        aggregates.SPEC,
         ec2_ownership.SPEC,
     )
 }
