@@ -63,6 +63,7 @@ class App:
                     account.areas[area].options,
                     state=saved.get(section_key(account.name, area)),
                     clock=clock,
+                    http=config.http,
                 )
                 self.pollers[(account.name, area)] = AREAS[area].create(ctx)
         self.store = Store(list(self.pollers))

@@ -71,6 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="variable holding a pre-generated JWT, used as is "
         f"(default {config.DEFAULT_TOKEN_ENV})",
     )
+    e = p.add_argument_group(
+        "EC2 ownership from CloudTrail exports in S3 (names as in Cartography's integration)"
+    )
+    e.add_argument(
+        "--spacelift-ec2-ownership-s3-bucket",
+        dest="ec2_s3_bucket",
+        help="bucket holding the Athena exports of CloudTrail events; enables the "
+        "ec2_ownership area (needs pip install 'spacelift-exporter[aws]')",
+    )
+    e.add_argument(
+        "--spacelift-ec2-ownership-s3-prefix",
+        dest="ec2_s3_prefix",
+        help="prefix of the export files in the bucket (default: the whole bucket)",
+    )
+    e.add_argument(
+        "--spacelift-ec2-ownership-aws-profile",
+        dest="ec2_aws_profile",
+        help="AWS profile for S3 access (default: the standard AWS credential chain)",
+    )
     w = p.add_argument_group("web and logs")
     w.add_argument("--web.listen-address", dest="listen_address", help="default :9953")
     w.add_argument("--web.telemetry-path", dest="telemetry_path", help="default /metrics")
@@ -83,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--log.level", dest="log_level", choices=config.LOG_LEVELS)
     w.add_argument("--log.format", dest="log_format", choices=config.LOG_FORMATS)
     p.add_argument(
-        "--state.file", dest="state_file", type=Path, help="where the run ledger survives restarts"
+        "--state.file",
+        dest="state_file",
+        type=Path,
+        help="where the run ledger (and the EC2 exports already read) survive restarts",
     )
     d = p.add_argument_group("demo")
     d.add_argument(

@@ -165,6 +165,11 @@ class Overrides:
     ca_cert_path: Path | None = None
     is_development: str | None = None
     demo_simulator_port: int | None = None  # `demo` only: where its simulator listens
+    # Cartography's EC2 ownership flags: they enable the ec2_ownership area for every
+    # account, over the file's top-level `areas.ec2_ownership`.
+    ec2_s3_bucket: str | None = None
+    ec2_s3_prefix: str | None = None
+    ec2_aws_profile: str | None = None
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -196,7 +201,7 @@ def load(
         raw = _read_yaml(overrides.config_file) if overrides.config_file else {}
     _check_keys(raw, TOP_KEYS, "")
 
-    area_defaults = _area_table(raw.get("areas"), "areas", None)
+    area_defaults = _area_table(_ec2_flags(raw.get("areas"), overrides), "areas", None)
     accounts_raw = raw.get("accounts")
     if accounts_raw is not None and not isinstance(accounts_raw, list):
         raise ConfigError("accounts", "must be a list of accounts")
@@ -259,6 +264,25 @@ def load(
 def read_file(path: Path) -> dict[str, Any]:
     """The configuration file as plain data (ConfigError if unreadable or not valid YAML)."""
     return _read_yaml(path)
+
+
+def _ec2_flags(areas: Any, overrides: Overrides) -> Any:
+    """The --spacelift-ec2-ownership-* flags over the file's `areas.ec2_ownership`."""
+    flags = {
+        "s3_bucket": overrides.ec2_s3_bucket,
+        "s3_prefix": overrides.ec2_s3_prefix,
+        "aws_profile": overrides.ec2_aws_profile,
+    }
+    given = {k: v for k, v in flags.items() if v is not None}
+    if not given or not isinstance(areas if areas is not None else {}, dict):
+        return areas
+    areas = dict(areas or {})
+    section = areas.get("ec2_ownership")
+    section = dict(section) if isinstance(section, dict) else {}
+    if "s3_bucket" in given:
+        section["enabled"] = True
+    areas["ec2_ownership"] = {**section, **given}
+    return areas
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -418,6 +442,10 @@ def _area_table(
                 if isinstance(value, list):
                     _check_string_list(value, f"{where}.{opt_name}")
                 options[opt_name] = value
+        if enabled and spec.check is not None:
+            problem = spec.check(options)
+            if problem is not None:
+                raise ConfigError(f"{where}.{problem[0]}", problem[1])
         out[name] = AreaConfig(enabled, interval, options)
     return out
 
