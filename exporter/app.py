@@ -68,6 +68,7 @@ class App:
                     area=area,
                     interval=account.areas[area].interval,
                     shared=shared,
+                    http=config.http,
                 )
                 self.pollers[(account.name, area)] = AREAS[area].create(ctx)
         self.store = Store(list(self.pollers))
@@ -102,6 +103,8 @@ class App:
             duration = time.perf_counter() - started
             self.store.failure(key, str(exc), exc.kind, duration)
             level = logging.INFO if exc.kind == "permission" else logging.WARNING
+            if exc.kind == "shutdown":  # a poll cut short because the process is stopping
+                level = logging.DEBUG
             log.log(
                 level,
                 "poll failed, serving the last good data",

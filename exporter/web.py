@@ -18,7 +18,7 @@ from exporter import __version__
 from exporter.app import App
 from exporter.areas.fields import remedy
 from exporter.httpd import Limits, Request, Response, Server, plain
-from exporter.webconfig import WebAuth
+from exporter.webconfig import ReloadCollector, WebAuth
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,8 @@ def serve(
     """Serve the exporter's routes on host:port. Another listener (say for webhooks) is one
     more ``server.listen(...)`` with its own routes, and the same TLS and limits."""
     auth = auth or WebAuth(None)
+    if auth.path is not None:
+        app.registry.register(ReloadCollector(auth))
     web = Web(app, auth, routes(app))
     server = Server(limits)
     server.listen(host, port, web.handle, web.body_limit, tls_of(auth))

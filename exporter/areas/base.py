@@ -32,6 +32,7 @@ from exporter.families import (
 
 if TYPE_CHECKING:
     from exporter.client import SpaceliftClient
+    from exporter.config import HttpConfig
 
 __all__ = [
     "AreaContext",
@@ -81,6 +82,9 @@ class AreaContext:
     interval: float = 0.0  # the area's poll interval (seconds)
     # Per-account objects the account's areas share (the stack listing), keyed by name.
     shared: dict[str, Any] = field(default_factory=dict)
+    # Timeouts, retries and the poll budget, for areas whose I/O is not the Spacelift client
+    # (ec2_ownership reads S3): they apply the same limits to it.
+    http: HttpConfig | None = None
 
 
 class DocumentPoller:
@@ -125,3 +129,6 @@ class AreaSpec:
     # Fields a server may lack or refuse (coordinate -> the metrics that need them): the
     # documents are sent without them and only those metrics go (README table from here).
     optional: Mapping[str, tuple[MetricDef, ...]] = field(default_factory=dict)
+    # Checked when the area is enabled: (option, problem) for a config error naming
+    # ``areas.<area>.<option>``, or None. For what types alone cannot say.
+    check: Callable[[Mapping[str, Any]], tuple[str, str] | None] | None = None
