@@ -241,8 +241,11 @@ class Recorder(httpx.BaseTransport):
         response = self.inner.handle_request(request)
         raw = b"".join(response.iter_raw())
         response.close()
-        copy = httpx.Response(
-            response.status_code, headers=response.headers, content=raw, request=request
+        copy = httpx.Response(  # an unread stream: the client reads (and bounds) it as usual
+            response.status_code,
+            headers=response.headers,
+            stream=httpx.ByteStream(raw),
+            request=request,
         )
         try:
             operation = str(json.loads(request.content).get("operationName") or "anonymous")
