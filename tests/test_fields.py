@@ -73,6 +73,18 @@ def test_older_schema_costs_only_the_series_needing_the_missing_fields(
             assert scrape(old)[name] == scrape(full)[name], name
 
 
+def test_validation_errors_sent_with_http_422_degrade_the_same_way() -> None:
+    with Simulator(world(), missing_fields=OLD_SELF_HOSTED) as old_sim:
+        old_sim.validation_status = 422  # as gqlgen-based GraphQL servers answer them
+        app = make_app(old_sim, areas=("worker_pools", "access"))
+        assert app.poll_all()
+        assert unavailable(app) == {
+            ("access", "Query.seats"): "missing",
+            ("worker_pools", "WorkerPool.schedulableRunsCount"): "missing",
+        }
+        assert scrape(app)["spacelift_worker_pool_workers"]
+
+
 def test_machine_user_key_keeps_the_stacks_area_without_stack_states(
     healthy: Simulator,
 ) -> None:
