@@ -542,6 +542,21 @@ def _lifetime(jwt: str, valid_until: float, server_time: float | None, now: floa
     return valid_until - issued
 
 
+def session_admin(client: SpaceliftClient) -> bool | None:
+    """The ``adm`` claim of the client's session JWT (Spacelift sets it on admin sessions),
+    read without verifying it; None when unknown. For ``doctor``'s "who is this key"."""
+    token = client._creds.token.reveal() if client._creds.token is not None else client._jwt
+    parts = (token or "").split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    adm = claims.get("adm") if isinstance(claims, dict) else None
+    return adm if isinstance(adm, bool) else None
+
+
 def _jwt_expiry(token: str) -> float | None:
     """The ``exp`` claim of a JWT, read without verifying it (we only want to explain a 401)."""
     return _jwt_claim(token, "exp")
