@@ -136,6 +136,22 @@ def test_one_stack_listing_serves_both_the_stacks_and_the_runs_areas(
     assert len(scrape(app)["spacelift_stack_info"]) == len(healthy.world.stacks)
 
 
+def test_runs_are_counted_without_stack_states(healthy: Simulator) -> None:
+    w = healthy.world
+    healthy.gate_fields({"Stack.state"})
+    app = make_app(healthy, areas=("runs",))
+    t0 = w.clock.now()
+    assert app.poll_all()
+    sid = next(s.id for s in sorted(w.stacks.values(), key=lambda s: s.id) if s.worker_pool)
+    run_to_end(w, w.trigger_run(sid, "TRACKED"))
+    run_to_end(w, w.trigger_run(sid, "TASK"))
+    w.advance(30)
+    assert app.poll_all()
+    got = scrape(app)["spacelift_runs_finished_total"]
+    assert {k: v for k, v in got.items() if v} == truth_finished(w, t0)
+    assert unavailable(app) == {("stacks", "Stack.state"): "refused"}
+
+
 def test_failing_queues_keep_the_rest_of_the_runs_poll(healthy: Simulator) -> None:
     w = healthy.world
     app = make_app(healthy, areas=("runs",))
