@@ -275,3 +275,33 @@ def test_an_absurd_token_exchange_is_malformed(endpoint: Hostile, user: dict[str
     finally:
         app.close()
     assert app.store.get(KEY).error_kind == "malformed", app.store.get(KEY).error
+
+
+def test_a_signal_ends_once_within_seconds(endpoint: Hostile, tmp_path: Path) -> None:
+    endpoint.behave(hostile.drip_body())
+    path = tmp_path / "config.yml"
+    path.write_text(
+        json.dumps(
+            {
+                "accounts": [{"name": "hostile", "endpoint": endpoint.url}],
+                "http": {"timeout": "60s", "poll_timeout": "5m"},
+            }
+        )
+    )
+    seen = endpoint.requests
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "once", "--config.file", str(path)],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SPACELIFT_API_TOKEN": "pre.generated.token"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        until(lambda: endpoint.requests > seen, timeout=30, what="the first request of once")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        _, err = proc.communicate(timeout=5)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
