@@ -53,10 +53,10 @@ def endpoint() -> Iterator[Hostile]:
         yield h
 
 
-def config(url: str) -> Config:
+def config(url: str, area: str = "worker_pools") -> Config:
     raw = {
         "accounts": [{"name": "hostile", "endpoint": url}],
-        "areas": {name: {"enabled": name == "worker_pools"} for name in AREAS},
+        "areas": {name: {"enabled": name == area} for name in AREAS},
         "http": {
             "timeout": "1s",
             "poll_timeout": f"{POLL_TIMEOUT}s",
@@ -68,18 +68,21 @@ def config(url: str) -> Config:
     return load(Overrides(), env={"SPACELIFT_API_TOKEN": "pre.generated.token"}, raw=raw)
 
 
-def poll(endpoint: Hostile, behaviour: hostile.Behaviour) -> tuple[App, AreaState, str]:
-    """One poll of worker_pools against ``behaviour``; fails if it outlives its budget."""
+def poll(
+    endpoint: Hostile, behaviour: hostile.Behaviour, area: str = "worker_pools"
+) -> tuple[App, AreaState, str]:
+    """One poll of ``area`` against ``behaviour``; fails if it outlives its budget."""
     endpoint.behave(behaviour)
-    app = App(config(endpoint.url))
-    worker = threading.Thread(target=app.poll, args=(KEY,), daemon=True)
+    app = App(config(endpoint.url, area))
+    key = ("hostile", area)
+    worker = threading.Thread(target=app.poll, args=(key,), daemon=True)
     started = time.monotonic()
     worker.start()
     worker.join(POLL_TIMEOUT + 3)
     assert not worker.is_alive(), f"the poll outlived its budget ({time.monotonic() - started}s)"
     body, _ = app.exposition.render("text/plain")
     app.close()
-    return app, app.store.get(KEY), body.decode()
+    return app, app.store.get(key), body.decode()
 
 
 def up(exposition: str) -> str:
@@ -305,3 +308,13 @@ def test_a_signal_ends_once_within_seconds(endpoint: Hostile, tmp_path: Path) ->
         proc.wait()
     assert proc.returncode == 130, err
     assert "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("area", ["stacks", "runs"])
+def test_pages_whose_cursor_comes_back_are_malformed(endpoint: Hostile, area: str) -> None:
+    page = {"edges": [], "pageInfo": {"endCursor": "c1", "hasNextPage": True}}
+    _, state, _ = poll(
+        endpoint, hostile.answer({"data": {"spaces": [], "searchStacks": page}}), area
+    )
+    assert state.error_kind == "malformed", state.error
+    assert "again" in (state.error or "")

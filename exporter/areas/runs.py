@@ -452,10 +452,12 @@ class Poller:
     def _list_stacks(self, client: SpaceliftClient) -> dict[str, StackMark]:
         listing: dict[str, StackMark] = {}
         after: str | None = None
+        pages = p.Pages("searchStacks")
         while True:
             variables = {"input": {"first": STACK_PAGE, "after": after}}
             data = self._query(client, STACKS_DOCUMENT, variables).require("searchStacks")
             marks, after = parse_stacks_page(data)
+            after = pages.next(after, len(marks))
             listing.update(marks)
             if after is None:
                 return listing
@@ -524,8 +526,10 @@ class Poller:
         cached = self._deep.get(key)
         if cached is None:  # first sight of a long queue: read it all once
             deep: list[RunObs] = []
+            pages = p.Pages(where)
             while after is not None:
                 more_page, after = parse_queue(more(after), where)
+                after = pages.next(after, len(more_page))
                 deep += more_page
             self._deep[key] = DeepQueue(count, first, deep)
             return page + deep

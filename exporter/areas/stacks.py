@@ -208,6 +208,7 @@ class Poller:
         spaces: list[str] | None = None
         stacks: dict[str, Stack] = {}
         after: str | None = None
+        pages = p.Pages("searchStacks")
         while True:
             variables = {
                 "input": {"first": PAGE, "after": after},
@@ -215,6 +216,7 @@ class Poller:
             }
             data = client.query(DOCUMENT, variables).require("searchStacks")
             page_spaces, page, after = parse_page(data)
+            after = pages.next(after, len(page))
             if spaces is None:
                 spaces = page_spaces or []
             for stack in page:
