@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from exporter import logsetup
 from exporter.app import App
 from exporter.areas import AREAS
 from exporter.config import Config, Overrides, load
@@ -318,3 +319,13 @@ def test_pages_whose_cursor_comes_back_are_malformed(endpoint: Hostile, area: st
     )
     assert state.error_kind == "malformed", state.error
     assert "again" in (state.error or "")
+
+
+@pytest.mark.parametrize("fmt", ["logfmt", "json"])
+def test_a_log_line_stays_one_bounded_line_whatever_it_carries(fmt: str) -> None:
+    formatter = logsetup.JsonFormatter() if fmt == "json" else logsetup.LogfmtFormatter()
+    record = logging.LogRecord("exporter.x", logging.WARNING, "", 0, "poll failed", None, None)
+    record.error = "x" * 1_000_000 + "\r\nts=forged level=error msg=forged"
+    line = formatter.format(record)
+    assert "\n" not in line and "\r" not in line
+    assert len(line) < 2 * logsetup.MAX_FIELD
