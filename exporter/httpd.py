@@ -212,8 +212,9 @@ class Server:
         self._wake()
         for _ in range(self.limits.workers):
             self._work.put(None)
+        deadline = time.monotonic() + 5  # workers busy writing to slow clients are daemons
         for t in self._threads:
-            t.join(timeout=5)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def server_close(self) -> None:
         for listener in self._listeners:

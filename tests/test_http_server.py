@@ -175,6 +175,43 @@ def test_connections_are_bounded_per_client_and_idle_ones_close(echo: httpd.Serv
     assert statuses(exchange(echo, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")) == [200]
 
 
+def test_the_oldest_idle_connection_makes_room() -> None:
+    server = httpd.Server(Limits(max_connections=3, workers=1))
+    server.listen("127.0.0.1", 0, lambda r: httpd.plain(200))
+    server.start()
+    idle = []
+    try:
+        for _ in range(3):
+            idle.append(connect(server))
+            until(lambda: len(server._conns) == len(idle), timeout=5, what="accepted")
+        answer = exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert statuses(answer) == [200]  # a newcomer is served
+        assert read_all(idle[0]) == b""  # by closing the connection idle the longest
+    finally:
+        for sock in idle:
+            sock.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_client_that_does_not_read_frees_its_worker() -> None:
+    """A large answer to a client that never reads: the worker gives up after
+    write_timeout (1 s here) and serves the next request; with one worker."""
+    big = [b"x" * (1 << 20)] * 32
+    server = httpd.Server(Limits(workers=1, write_timeout=1.0))
+    server.listen("127.0.0.1", 0, lambda r: Response(200, big if r.path == "/big" else b"ok"))
+    server.start()
+    try:
+        with connect(server) as stuck:
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stuck.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+            answer = exchange(server, b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert statuses(answer) == [200]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_answers_are_not_held_back_by_nagle(echo: httpd.Server) -> None:
     with connect(echo) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
