@@ -70,17 +70,26 @@ MAX_ERRORS = 100  # entries of errors[] (and of a path) looked at; the rest is n
 VIEWER_DOCUMENT = "query SpaceliftExporterViewer { viewer { id } }"
 
 PERMISSION_MESSAGES = ("unauthorized", "not available for machine sessions", "forbidden")
+# An older server's validation error for a field its schema lacks (graphql-js wording).
+UNKNOWN_FIELD = re.compile(r"""Cannot query field ["'](\w+)["'] on type ["'](\w+)["']""")
 
 
 @dataclass(frozen=True)
 class FieldError:
     message: str
     path: tuple[str | int, ...]
+    locations: tuple[tuple[int, int], ...] = ()  # (line, column) in the document sent
 
     @property
     def is_permission(self) -> bool:
         text = self.message.lower()
         return any(m in text for m in PERMISSION_MESSAGES)
+
+    @property
+    def unknown_field(self) -> str | None:
+        """``Type.field`` when the server's schema has no such field, else None."""
+        m = UNKNOWN_FIELD.search(self.message)
+        return f"{m.group(2)}.{m.group(1)}" if m else None
 
 
 @dataclass(frozen=True)
@@ -473,9 +482,18 @@ def _field_error(raw: Any) -> FieldError:
         return FieldError(cut(str(raw)), ())
     path = raw.get("path") or ()
     path = path[:MAX_ERRORS] if isinstance(path, list) else ()
+    raw_locations = raw.get("locations")
+    locations = tuple(
+        (loc["line"], loc["column"])
+        for loc in (raw_locations[:10] if isinstance(raw_locations, list) else [])
+        if isinstance(loc, dict)
+        and isinstance(loc.get("line"), int)
+        and isinstance(loc.get("column"), int)
+    )
     return FieldError(
         cut(str(raw.get("message", ""))),
         tuple(p if isinstance(p, int) else cut(str(p), 100) for p in path),
+        locations,
     )
 
 
