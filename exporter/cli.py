@@ -237,8 +237,21 @@ def _once(cfg: config.Config) -> int:
     if cfg.log_level != "debug":
         # "serving the last good data" is the daemon's story; here the summary below says it.
         logging.getLogger("exporter.app").setLevel(logging.ERROR)
+    interrupted = threading.Event()
+
+    def interrupt(*_: Any) -> None:
+        # Closing the clients ends every poll in flight (pauses, blocked reads) at once;
+        # a KeyboardInterrupt would instead wait for them and end in a traceback.
+        interrupted.set()
+        app.close()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
     try:
         ok = app.poll_all()
+        if interrupted.is_set():
+            print("spacelift-exporter: interrupted", file=sys.stderr)
+            return 130
         body, _ = app.exposition.render("text/plain")
         sys.stdout.write(body.decode())
         for line in _failures(app):

@@ -379,7 +379,9 @@ class SpaceliftClient:
                     self._observe(operation, "rate_limited", started)
                     if self._metrics:
                         self._metrics.rate_limited(self.account)
-                    wait = _retry_after(resp.headers.get("Retry-After"), time.time())
+                    # An HTTP date is read against Spacelift's own clock (its Date header).
+                    server_now = _http_date(resp.headers.get("Date")) or time.time()
+                    wait = _retry_after(resp.headers.get("Retry-After"), server_now)
                     wait = wait if wait is not None else self._backoff(attempt)
                     if attempt >= self._cfg.retries or wait > deadline - time.monotonic():
                         raise RateLimitedError(

@@ -14,7 +14,7 @@ where per-state stack counts come from.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,8 +109,8 @@ def _points(raw: Any, where: str) -> tuple[tuple[str, float], ...]:
     out = []
     for i, point in enumerate(p.lst(raw, where)):
         o = p.obj(point, f"{where}[{i}]")
-        labels: Sequence[Any] = p.lst(o.get("labels"), f"{where}[{i}].labels")
-        label = str(labels[0]) if labels else ""
+        labels = p.strings(o.get("labels"), f"{where}[{i}].labels")  # bounded: label values
+        label = labels[0] if labels else ""
         out.append((label, p.number(o, "value", f"{where}[{i}]")))
     return tuple(out)
 

@@ -558,8 +558,10 @@ class Poller:
         cached = self._deep.get(key)
         if cached is None:  # first sight of a long queue: read it all once
             deep: list[RunObs] = []
+            pages = p.Pages(where)
             while after is not None:
                 more_page, after = parse_queue(more(after), where)
+                after = pages.next(after, len(more_page))
                 deep += more_page
             self._deep[key] = DeepQueue(count, first, deep)
             return page + deep

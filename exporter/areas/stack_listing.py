@@ -203,12 +203,14 @@ class StackListing:
         stacks: dict[str, Stack] = {}
         after: str | None = None
         requests = 0
+        pages = p.Pages("searchStacks")
         while True:
             variables = {"input": {"first": PAGE, "after": after}, "withSpaces": spaces is None}
             result = self.gate.query(client, doc, variables)
             requests += 1
             assert result is not None  # searchStacks itself is never optional
             page_spaces, page, after = parse_page(result.require("searchStacks"))
+            after = pages.next(after, len(page))
             if spaces is None:
                 spaces = page_spaces or []
             for stack in page:
