@@ -66,6 +66,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="variable holding a pre-generated JWT, used as is "
         f"(default {config.DEFAULT_TOKEN_ENV})",
     )
+    h = p.add_argument_group("Spacelift webhooks (run state changes pushed in real time)")
+    h.add_argument(
+        "--spacelift-webhook-secret-env-var",
+        dest="webhook_secret_env_var",
+        help="variable holding the secret of the Spacelift named webhook "
+        f"(default {config.DEFAULT_WEBHOOK_SECRET_ENV}; webhooks are received when it is set)",
+    )
+    h.add_argument(
+        "--spacelift-webhook-secret-file",
+        dest="webhook_secret_file",
+        type=Path,
+        help="file holding the webhook secret, re-read when it changes",
+    )
+    h.add_argument(
+        "--webhook.listen-address",
+        dest="webhook_listen_address",
+        help="serve the webhook on a listener of its own, e.g. :9954 (default: the metrics "
+        "listener); --web.config.file TLS applies to both",
+    )
+    h.add_argument(
+        "--webhook.path", dest="webhook_path", help=f"default {config.DEFAULT_WEBHOOK_PATH}"
+    )
     w = p.add_argument_group("web and logs")
     w.add_argument("--web.listen-address", dest="listen_address", help="default :9953")
     w.add_argument("--web.telemetry-path", dest="telemetry_path", help="default /metrics")

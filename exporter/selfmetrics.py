@@ -7,7 +7,7 @@ Poll health (``spacelift_up``, ``spacelift_poll_*``) is derived from the snapsho
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from exporter.areas.base import MetricDef
 
@@ -49,7 +49,52 @@ STATE_FILE_WRITES = MetricDef(
     ("outcome",),
 )
 
-METRICS = (API_REQUESTS, API_REQUEST_DURATION, TOKEN_EXCHANGES, RATE_LIMITED, STATE_FILE_WRITES)
+# Webhooks: what each delivery did. accepted/duplicate/stale passed the signature check; the
+# others were refused with a 4xx (account "" when the delivery names no configured account).
+WEBHOOK_OUTCOMES = (
+    "accepted",
+    "duplicate",
+    "stale",
+    "bad_signature",
+    "malformed",
+    "too_large",
+    "unknown_account",
+)
+# From a run's state change to its delivery: Spacelift sends within seconds; retries after a
+# 5xx come minutes later.
+WEBHOOK_DELAY_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+WEBHOOK_DELIVERIES = MetricDef(
+    "spacelift_webhook_deliveries",
+    "counter",
+    "Spacelift webhook deliveries received, by outcome: accepted (recorded), duplicate (seen "
+    "already), stale (older than what is known), bad_signature, malformed, too_large, "
+    "unknown_account (refused, nothing recorded).",
+    ("account", "outcome"),
+)
+WEBHOOK_LAST_DELIVERY = MetricDef(
+    "spacelift_webhook_last_delivery_timestamp_seconds",
+    "gauge",
+    "When the last correctly signed webhook delivery of the account arrived.",
+    ("account",),
+)
+WEBHOOK_DELAY = MetricDef(
+    "spacelift_webhook_delivery_delay_seconds",
+    "histogram",
+    "Time from a run's state change (the delivery's timestamp) to the delivery's arrival.",
+    ("account",),
+    WEBHOOK_DELAY_BUCKETS,
+)
+
+METRICS = (
+    API_REQUESTS,
+    API_REQUEST_DURATION,
+    TOKEN_EXCHANGES,
+    RATE_LIMITED,
+    STATE_FILE_WRITES,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_LAST_DELIVERY,
+    WEBHOOK_DELAY,
+)
 
 
 def _counter(metric: MetricDef, registry: CollectorRegistry) -> Counter:
@@ -69,6 +114,20 @@ class SelfMetrics:
         self.exchanges = _counter(TOKEN_EXCHANGES, registry)
         self.rate_limited_total = _counter(RATE_LIMITED, registry)
         self.state_file_writes = _counter(STATE_FILE_WRITES, registry)
+        self.webhook_deliveries = _counter(WEBHOOK_DELIVERIES, registry)
+        self.webhook_last = Gauge(
+            WEBHOOK_LAST_DELIVERY.name,
+            WEBHOOK_LAST_DELIVERY.help,
+            WEBHOOK_LAST_DELIVERY.labels,
+            registry=registry,
+        )
+        self.webhook_delay = Histogram(
+            WEBHOOK_DELAY.name,
+            WEBHOOK_DELAY.help,
+            WEBHOOK_DELAY.labels,
+            buckets=WEBHOOK_DELAY_BUCKETS,
+            registry=registry,
+        )
 
     def request(self, account: str, operation: str, outcome: str, seconds: float) -> None:
         self.requests.labels(account, operation, outcome).inc()
@@ -93,3 +152,20 @@ class SelfMetrics:
         for outcome in ("success", "failure", "error"):
             self.exchanges.labels(account, outcome)
         self.rate_limited_total.labels(account)
+
+    def webhook_delivery(
+        self, account: str, outcome: str, at: float | None = None, delay: float | None = None
+    ) -> None:
+        """One delivery; ``at`` and ``delay`` only for correctly signed ones."""
+        self.webhook_deliveries.labels(account, outcome).inc()
+        if at is not None:
+            self.webhook_last.labels(account).set(at)
+        if delay is not None:
+            self.webhook_delay.labels(account).observe(max(0.0, delay))
+
+    def init_webhooks(self, accounts: list[str]) -> None:
+        """Every outcome at 0 for each account receiving webhooks (with several, also "" for
+        deliveries that cannot be told apart), so increase() sees the first of each."""
+        for account in [*accounts, ""] if len(accounts) > 1 else accounts:
+            for outcome in WEBHOOK_OUTCOMES:
+                self.webhook_deliveries.labels(account, outcome)
