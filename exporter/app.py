@@ -18,11 +18,12 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from exporter import health
 from exporter.areas import AREAS
-from exporter.areas.base import AreaContext, FamilyBuilder, Poller
+from exporter.areas.base import AreaContext, Poller
 from exporter.client import SpaceliftClient
 from exporter.config import Config
 from exporter.errors import PartialPermissionDenied, SpaceliftError
 from exporter.exposition import Exposition
+from exporter.families import FamilyBuilder
 from exporter.selfmetrics import SelfMetrics
 from exporter.statefile import StateFile, section_key
 from exporter.store import Key, Store

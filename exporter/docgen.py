@@ -12,7 +12,7 @@ from pathlib import Path
 
 from exporter import health, selfmetrics
 from exporter.areas import AREAS
-from exporter.areas.base import MetricDef
+from exporter.families import MetricDef
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -16,7 +16,7 @@ from prometheus_client import exposition as text_format
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
-from exporter.areas.base import FamilyBuilder
+from exporter.families import FamilyBuilder
 
 OPENMETRICS_TYPE = openmetrics.CONTENT_TYPE_LATEST
 TEXT_TYPE = text_format.CONTENT_TYPE_LATEST

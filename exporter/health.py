@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from exporter import __version__
-from exporter.areas.base import FamilyBuilder, MetricDef, counter, gauge
+from exporter.families import FamilyBuilder, MetricDef, counter, gauge
 from exporter.store import AreaState, Key
 
 UP = gauge(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from exporter.areas.base import MetricDef
+from exporter.families import MetricDef
 
 # Upper bounds fit GraphQL calls: most answer in tens of ms, a 50-stack page can take seconds.
 REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

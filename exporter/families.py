@@ -1,0 +1,129 @@
+"""Metric definitions and the family builder: what collectors emit, below every area.
+
+``MetricDef`` (with the ``gauge``/``counter``/``histogram`` helpers) names one family; a
+collector adds samples to a ``FamilyBuilder``, which groups them by family for rendering.
+Areas, health and the exporter's self-metrics all build on this module, and it imports
+nothing of the exporter, so the flow reads one way: definitions -> areas -> app.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+MetricKind = Literal["gauge", "counter", "histogram"]
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    """One metric family the exporter emits. ``name`` excludes ``_total`` for counters."""
+
+    name: str
+    kind: MetricKind
+    help: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] = ()
+
+    @property
+    def exposed_name(self) -> str:
+        """The name as users see it in PromQL (counters gain ``_total``)."""
+        return self.name + "_total" if self.kind == "counter" else self.name
+
+
+def gauge(name: str, help: str, *labels: str) -> MetricDef:
+    return MetricDef(name, "gauge", help, ("account", *labels))
+
+
+def counter(name: str, help: str, *labels: str) -> MetricDef:
+    if name.endswith("_total"):
+        name = name[: -len("_total")]
+    return MetricDef(name, "counter", help, ("account", *labels))
+
+
+def histogram(name: str, help: str, buckets: Sequence[float], *labels: str) -> MetricDef:
+    return MetricDef(name, "histogram", help, ("account", *labels), tuple(buckets))
+
+
+@dataclass(frozen=True)
+class HistogramValue:
+    """Cumulative bucket counts aligned with ``MetricDef.buckets`` (+Inf last), and the sum."""
+
+    cumulative: tuple[float, ...]
+    sum: float
+
+
+class FamilyBuilder:
+    """Collects samples of many areas and accounts into one family per metric name.
+
+    Several accounts emit the same metric; Prometheus wants each family once, so samples are
+    grouped here by definition and turned into prometheus_client families at the end.
+    """
+
+    def __init__(self) -> None:
+        self._samples: dict[MetricDef, list[tuple[tuple[str, ...], Any]]] = {}
+
+    def add(self, metric: MetricDef, labels: Sequence[str], value: float | HistogramValue) -> None:
+        if len(labels) != len(metric.labels):
+            raise ValueError(f"{metric.name}: expected labels {metric.labels}, got {labels}")
+        self._samples.setdefault(metric, []).append((tuple(labels), value))
+
+    def declare(self, metric: MetricDef) -> None:
+        """Emit the family even with no samples (HELP/TYPE only), so it is discoverable."""
+        self._samples.setdefault(metric, [])
+
+    def extend(self, other: FamilyBuilder) -> None:
+        for metric, samples in other._samples.items():
+            self._samples.setdefault(metric, []).extend(samples)
+
+    def families(self) -> Iterator[Metric]:
+        # Definitions sharing a name (an option that adds labels, set differently per
+        # account) become one family over the union of their labels; a label a sample
+        # lacks is empty, which Prometheus reads as absent.
+        by_name: dict[str, list[MetricDef]] = {}
+        for metric in self._samples:
+            by_name.setdefault(metric.name, []).append(metric)
+        for defs in by_name.values():
+            if len(defs) == 1:
+                yield _family(defs[0], self._samples[defs[0]])
+                continue
+            labels = tuple(dict.fromkeys(label for d in defs for label in d.labels))
+            merged = replace(defs[0], labels=labels)
+            samples = []
+            for d in defs:
+                for values, value in self._samples[d]:
+                    given = dict(zip(d.labels, values, strict=True))
+                    samples.append((tuple(given.get(label, "") for label in labels), value))
+            yield _family(merged, samples)
+
+
+def _family(metric: MetricDef, samples: Iterable[tuple[tuple[str, ...], Any]]) -> Metric:
+    labels = list(metric.labels)
+    if metric.kind == "gauge":
+        g = GaugeMetricFamily(metric.name, metric.help, labels=labels)
+        for values, value in samples:
+            g.add_metric(list(values), float(value))
+        return g
+    if metric.kind == "counter":
+        c = CounterMetricFamily(metric.name, metric.help, labels=labels)
+        for values, value in samples:
+            c.add_metric(list(values), float(value))
+        return c
+    h = HistogramMetricFamily(metric.name, metric.help, labels=labels)
+    bounds = [*(_fmt_bound(b) for b in metric.buckets), "+Inf"]
+    for values, value in samples:
+        buckets = list(zip(bounds, value.cumulative, strict=True))
+        h.add_metric(list(values), buckets, value.sum)
+    return h
+
+
+def _fmt_bound(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
