@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from exporter import health
 from exporter.areas import AREAS
 from exporter.areas.base import AreaContext, Poller
+from exporter.areas.run_ledger import ACCEPTED, WebhookObs
 from exporter.client import SpaceliftClient
 from exporter.config import Config
 from exporter.errors import PartialPermissionDenied, SpaceliftError
@@ -72,6 +73,15 @@ class App:
         self.exposition = Exposition(parts, self.registry)
         self._render_lock = threading.Lock()
         self.exposition.refresh()
+        # Webhook deliveries (exporter.webhooks) record into the runs pollers' ledgers; the
+        # snapshots they change are rebuilt by a flusher thread woken through this event.
+        self.webhook_wake = threading.Event()
+        self._webhook_dirty: set[Key] = set()
+        self._webhook_unsaved: set[Key] = set()
+        self._webhook_lock = threading.Lock()
+        # Building a runs snapshot from the ledger and storing it happen together, so a poll's
+        # snapshot never replaces a newer one that holds a delivery recorded meanwhile.
+        self._snapshot_lock = threading.Lock()
 
     def interval(self, key: Key) -> float:
         account = next(a for a in self.config.accounts if a.name == key[0])
@@ -110,7 +120,9 @@ class App:
             ok = False
         else:
             duration = time.perf_counter() - started
-            self.store.success(key, snapshot, self.clock(), duration)
+            with self._snapshot_lock:
+                snapshot = self._with_deliveries(key, snapshot)
+                self.store.success(key, snapshot, self.clock(), duration)
             self._save_state(key)
             log.debug("poll ok", extra={"account": account, "area": area, "seconds": duration})
             ok = True
@@ -142,6 +154,53 @@ class App:
     def close(self) -> None:
         for client in self.clients.values():
             client.close()
+
+    # -- webhook deliveries --------------------------------------------------------------
+
+    def observe_webhook(self, account: str, event: WebhookObs) -> str | None:
+        """Record a verified delivery in the account's run ledger; its outcome, or None when
+        the account has no runs area."""
+        key = (account, "runs")
+        observe = getattr(self.pollers.get(key), "observe_webhook", None)
+        if observe is None:
+            return None
+        outcome: str = observe(event)
+        if outcome == ACCEPTED:
+            with self._webhook_lock:
+                self._webhook_dirty.add(key)
+                self._webhook_unsaved.add(key)
+            self.webhook_wake.set()
+        return outcome
+
+    def flush_webhooks(self, save: bool = True) -> None:
+        """Serve what deliveries changed since the last flush; ``save``: write the state."""
+        with self._webhook_lock:
+            dirty, self._webhook_dirty = self._webhook_dirty, set()
+            unsaved = self._webhook_unsaved if save else set()
+            if save:
+                self._webhook_unsaved = set()
+        fresh = []
+        for key in sorted(dirty):
+            with self._snapshot_lock:
+                if self.store.get(key).snapshot is None:
+                    continue  # before the first poll: that poll serves them
+                snapshot = self._with_deliveries(key, None)
+                if snapshot is not None:
+                    self.store.replace_snapshot(key, snapshot)
+                    fresh.append(key[1])
+        if fresh:
+            with self._render_lock:
+                self.exposition.refresh(*dict.fromkeys(fresh))
+        for key in sorted(unsaved):
+            self._save_state(key)
+
+    def _with_deliveries(self, key: Key, snapshot: object) -> object:
+        """With webhooks on, the area's snapshot as of now (deliveries included)."""
+        if not self.config.webhooks_enabled():
+            return snapshot
+        build = getattr(self.pollers[key], "webhook_snapshot", None)
+        fresh = build() if build is not None else None
+        return snapshot if fresh is None else fresh
 
     def _collect_health(self, out: FamilyBuilder) -> None:
         health.collect(self.store.items(), out)

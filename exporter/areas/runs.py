@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -53,6 +54,7 @@ from exporter.areas.run_ledger import (
     RunObs,
     StackMark,
     Want,
+    WebhookObs,
 )
 from exporter.client import classify
 from exporter.errors import PermissionDeniedError
@@ -387,14 +389,18 @@ class Poller:
         self._requests = 0
         self._deep: dict[str, DeepQueue] = {}  # pool id ("" for the public pool)
         self._queue_pages_left = 0
+        # Webhook deliveries (observe_webhook) change the ledger between polls: the poll
+        # holds this while it plans and applies, not while it waits for Spacelift.
+        self.lock = threading.Lock()
 
     # -- persistence hook (the app saves this to --state.file after a good poll) -----------
 
     def export_state(self) -> Any:
-        if self.ledger is None or not self.ledger.changed:
-            return None
-        self.ledger.changed = False
-        return self.ledger.to_json()
+        with self.lock:
+            if self.ledger is None or not self.ledger.changed:
+                return None
+            self.ledger.changed = False
+            return self.ledger.to_json()
 
     def _ledger(self, now: float) -> Ledger:
         if self.ledger is None:
@@ -422,26 +428,52 @@ class Poller:
         now = self.clock()
         self._requests = 0
         listing = self._list_stacks(client)
-        ledger = self._ledger(now)
-        if len(listing) <= self.batch:
-            # Small account: reading every stack's runs costs one request; no queue needed.
-            queue: list[RunObs] = []
-            wants = {sid: Want(runs=True, proposed=True) for sid in listing}
-            ledger.add_lookups(wants, listing, set(), 0)
-        else:
-            queue = self._queues(client)
-            wants = ledger.plan(listing, queue, self.batch, now, sweep_slots=self.batch)
+        # Small account: reading every stack's runs costs one request; no queue needed.
+        queue: list[RunObs] = [] if len(listing) <= self.batch else self._queues(client)
+        with self.lock:
+            ledger = self._ledger(now)
+            if len(listing) <= self.batch:
+                wants = {sid: Want(runs=True, proposed=True) for sid in listing}
+                ledger.add_lookups(wants, listing, set(), 0)
+            else:
+                wants = ledger.plan(listing, queue, self.batch, now, sweep_slots=self.batch)
         views, lookups = self._read_lists(
             client, ledger, [*sorted(wants.items()), *ledger.gap_reads(listing, wants)]
         )
-        ledger.apply(listing, queue, views, now, lookups)
-        for deep in self._deep.values():  # keep only what is still waiting, as far as known
-            deep.runs = [r for r in deep.runs if r.id in ledger.active]
-            if deep.refresh is not None:
-                deep.refresh = [r for r in deep.refresh if r.id in ledger.active]
-        return build_snapshot(
-            ledger, listing, now, stack_id_label=self.stack_id_label, requests=self._requests
-        )
+        with self.lock:
+            ledger.apply(listing, queue, views, now, lookups)
+            for deep in self._deep.values():  # keep only what is still waiting, as far as known
+                deep.runs = [r for r in deep.runs if r.id in ledger.active]
+                if deep.refresh is not None:
+                    deep.refresh = [r for r in deep.refresh if r.id in ledger.active]
+            return build_snapshot(
+                ledger, listing, now, stack_id_label=self.stack_id_label, requests=self._requests
+            )
+
+    # -- webhook deliveries (exporter.webhooks) ------------------------------------------
+
+    def observe_webhook(self, event: WebhookObs) -> str:
+        """Fold one delivery into this account's ledger (the one polls feed): accepted,
+        duplicate or stale."""
+        with self.lock:
+            now = self.clock()
+            return self._ledger(now).observe(event, now)
+
+    def webhook_snapshot(self) -> Snapshot | None:
+        """The snapshot as of now (deliveries included), over the last poll's listing; None
+        before the first poll."""
+        with self.lock:
+            ledger = self.ledger
+            if ledger is None or not ledger.stacks:
+                return None
+            listing = {s: m for s, m in ledger.stacks.items() if s not in ledger.missing}
+            return build_snapshot(
+                ledger,
+                listing,
+                self.clock(),
+                stack_id_label=self.stack_id_label,
+                requests=self._requests,
+            )
 
     def _query(
         self, client: SpaceliftClient, document: str, variables: Mapping[str, Any]
