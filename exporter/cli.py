@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import secrets
 import signal
 import sys
 import threading
@@ -149,8 +151,8 @@ def _once(cfg: config.Config) -> int:
         app.close()
 
 
-def _run(cfg: config.Config, before_stop: Any = None) -> int:
-    from exporter import scheduler, web
+def _run(cfg: config.Config, before_stop: Any = None, on_serving: Any = None) -> int:
+    from exporter import scheduler, web, webhooks
     from exporter.webconfig import WebAuth
 
     try:
@@ -160,11 +162,36 @@ def _run(cfg: config.Config, before_stop: Any = None) -> int:
         return 2
     app = App(cfg)
     host, port = config.parse_listen(cfg.listen_address, "web.listen_address")
+    hook, flusher = None, None
+    if cfg.webhooks_enabled():
+        receiver = webhooks.Receiver(cfg.accounts, app.observe_webhook, app.self_metrics)
+        w = cfg.webhook
+        hook = webhooks.Endpoint(w.path, receiver, w.max_body_bytes, w.read_timeout)
+        flusher = webhooks.Flusher(app.flush_webhooks, app.webhook_wake).start()
+    servers = []
     try:
-        server, _ = web.serve(app, host, port, auth)
+        own = hook is not None and cfg.webhook.listen_address is not None
+        server, _ = web.serve(app, host, port, auth, None if own else hook)
+        servers.append(server)
+        if own and cfg.webhook.listen_address is not None:
+            whost, wport = config.parse_listen(cfg.webhook.listen_address, "webhook.listen_address")
+            servers.append(web.serve(app, whost, wport, auth, hook, metrics=False)[0])
     except OSError as exc:
         log.error("cannot listen", extra={"address": cfg.listen_address, "error": exc.strerror})
+        for s in servers:
+            s.server_close()
         return 1
+    if hook is not None:
+        log.info(
+            "receiving Spacelift webhooks",
+            extra={
+                "path": hook.path,
+                "address": "{}:{}".format(*servers[-1].server_address[:2]),
+                "accounts": ",".join(a.name for a in cfg.accounts if a.webhook_secret),
+            },
+        )
+    if on_serving is not None:
+        on_serving(servers[-1].server_address[1], hook, auth.tls_enabled)
     sched = scheduler.start(app)
     log.info(
         "serving",
@@ -181,8 +208,11 @@ def _run(cfg: config.Config, before_stop: Any = None) -> int:
     stop.wait()
     log.info("shutting down")
     sched.shutdown(wait=False)
-    server.shutdown()
-    server.server_close()
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+    if flusher is not None:
+        flusher.stop()  # serves and saves what the last deliveries recorded
     app.close()
     if before_stop:
         before_stop()
@@ -208,8 +238,32 @@ def _demo(overrides: config.Overrides) -> int:
         },
     }
     env = {"SPACELIFT_API_KEY_ID": DEMO_KEY_ID, "SPACELIFT_API_KEY_SECRET": DEMO_KEY_SECRET}
+    # The webhook secret as for `run` (a real Spacelift webhook pointed at the demo is then
+    # accepted); without one, a random one so the simulator's own deliveries show webhooks.
+    hook_var = overrides.webhook_secret_env_var or config.DEFAULT_WEBHOOK_SECRET_ENV
+    env[hook_var] = os.environ.get(hook_var) or secrets.token_hex(16)
     overrides.config_file = None
     cfg = config.load(overrides, env=env, raw=raw)
     logsetup.setup(cfg.log_level, cfg.log_format)
     log.info("demo: built-in Spacelift simulator started", extra={"endpoint": sim.url})
-    return _run(cfg, before_stop=sim.stop)
+    senders: list[Any] = []
+
+    def send_webhooks(port: int, hook: Any, tls: bool) -> None:
+        from exporter.simulator.webhooks import WebhookSender
+
+        account = cfg.accounts[0]
+        if hook is None or account.webhook_secret is None:
+            return
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}{hook.path}"
+        secret = account.webhook_secret.reveal().decode()
+        senders.append(
+            WebhookSender(sim.world, url, secret, account="demo", tick=1.0, verify=not tls).start()
+        )
+        log.info("demo: the simulator posts run events to the webhook", extra={"url": url})
+
+    def stop() -> None:
+        for sender in senders:
+            sender.stop()
+        sim.stop()
+
+    return _run(cfg, before_stop=stop, on_serving=send_webhooks)

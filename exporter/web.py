@@ -15,6 +15,7 @@ from typing import Any
 from exporter import __version__
 from exporter.app import App
 from exporter.webconfig import WebAuth
+from exporter.webhooks import Endpoint, read_body
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,13 @@ class Handler(BaseHTTPRequestHandler):
         if not auth.client_allowed(peer):
             self._send(403, b"client certificate not allowed\n", "text/plain", send_body)
             return
+        hook = self.server.webhook
+        if hook is not None and path == hook.path:
+            self._send(405, b"method not allowed\n", "text/plain; charset=utf-8", send_body)
+            return
+        if not self.server.metrics:  # the webhook's own listener serves nothing else
+            self._send(404, b"not found\n", "text/plain; charset=utf-8", send_body)
+            return
         if path not in OPEN_PATHS and not auth.allowed(self.headers.get("Authorization")):
             self._send(401, b"unauthorized\n", "text/plain; charset=utf-8", send_body)
             return
@@ -64,7 +72,33 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, b"not found\n", "text/plain; charset=utf-8", send_body)
 
     def do_POST(self) -> None:
-        self._send(405, b"method not allowed\n", "text/plain; charset=utf-8", True)
+        hook = self.server.webhook
+        peer = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
+        if hook is None or self.path.split("?", 1)[0] != hook.path:
+            self._send(405, b"method not allowed\n", "text/plain; charset=utf-8", True)
+        elif not self.server.auth.client_allowed(peer):
+            self._send(403, b"client certificate not allowed\n", "text/plain", True)
+        else:
+            self._webhook(hook)
+
+    def _webhook(self, hook: Endpoint) -> None:
+        """A delivery: its body read with a size limit (413 unread) and a time limit."""
+        self.close_connection = True  # a refused body may be left unread on the socket
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            length = -1
+        if length < 0 or self.headers.get("Transfer-Encoding"):
+            ans = hook.receiver.refuse_body("malformed", "needs a Content-Length")
+        elif length > hook.max_body_bytes:
+            ans = hook.receiver.refuse_body("too_large", f"over {hook.max_body_bytes} bytes")
+        else:
+            body = read_body(self.rfile, self.connection, length, hook.read_timeout)
+            if body is None:
+                hook.receiver.refuse_body("malformed", "body incomplete (truncated or too slow)")
+                return  # the sender is gone or too slow: no answer
+            ans = hook.receiver.handle(body, {k.lower(): v for k, v in self.headers.items()})
+        self._send(ans.status, ans.body(), "application/json", True)
 
     def _send(
         self, status: int, body: bytes, ctype: str, send_body: bool, gzipped: bool = False
@@ -75,7 +109,9 @@ class Handler(BaseHTTPRequestHandler):
         if gzipped:
             self.send_header("Content-Encoding", "gzip")
         if status == 405:
-            self.send_header("Allow", "GET, HEAD")
+            hook = self.server.webhook
+            on_hook = hook is not None and self.path.split("?", 1)[0] == hook.path
+            self.send_header("Allow", "POST" if on_hook else "GET, HEAD")
         if status == 401:
             self.send_header("WWW-Authenticate", 'Basic realm="spacelift-exporter"')
         for name, value in self.server.auth.headers.items():
@@ -91,9 +127,18 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], app: App, auth: WebAuth) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        app: App,
+        auth: WebAuth,
+        webhook: Endpoint | None = None,
+        metrics: bool = True,
+    ) -> None:
         self.app = app
         self.auth = auth
+        self.webhook = webhook  # the receiver of Spacelift webhooks, when configured
+        self.metrics = metrics  # False: the webhook's own listener
         super().__init__(address, Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -111,9 +156,14 @@ class Server(ThreadingHTTPServer):
 
 
 def serve(
-    app: App, host: str, port: int, auth: WebAuth | None = None
+    app: App,
+    host: str,
+    port: int,
+    auth: WebAuth | None = None,
+    webhook: Endpoint | None = None,
+    metrics: bool = True,
 ) -> tuple[Server, threading.Thread]:
-    server = Server((host, port), app, auth or WebAuth(None))
+    server = Server((host, port), app, auth or WebAuth(None), webhook, metrics)
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()
     return server, thread

@@ -274,3 +274,40 @@ class Flusher:
         self._wake.set()
         self._thread.join(timeout=10)
         self._flush(True)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """The receiver as the web server mounts it: its path and the bounds of a delivery."""
+
+    path: str
+    receiver: Receiver
+    max_body_bytes: int
+    read_timeout: float
+
+    def answer(self, method: str, headers: Mapping[str, str], body: bytes) -> Answer | None:
+        """A complete request to the path; None: not a POST (the server answers 405)."""
+        if method != "POST":
+            return None
+        return self.receiver.handle(body, headers)
+
+
+def read_body(rfile: Any, sock: Any, length: int, timeout: float) -> bytes | None:
+    """Read exactly ``length`` bytes within ``timeout`` seconds in all; None when the sender
+    is too slow or hangs up first (a truncated or slow delivery)."""
+    deadline = time.monotonic() + timeout
+    chunks, got = [], 0
+    try:
+        while got < length:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            sock.settimeout(left)
+            chunk = rfile.read1(min(65536, length - got))
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            got += len(chunk)
+    except OSError:  # socket.timeout included
+        return None
+    return b"".join(chunks)

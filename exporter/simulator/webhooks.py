@@ -93,13 +93,14 @@ class WebhookSender:
         account: str = "simulator",
         tick: float | None = None,
         timeout: float = 5.0,
+        verify: bool = True,
     ) -> None:
         self.world = world
         self.url = url
         self.account = account
         self._secret = secret.encode()
         self._tick = tick
-        self._http = httpx.Client(timeout=timeout)
+        self._http = httpx.Client(timeout=timeout, verify=verify)
         self._queue: collections.deque[bytes] = collections.deque()
         self._cond = threading.Condition()
         self._busy = 0  # deliveries taken from the queue and not answered yet
