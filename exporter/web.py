@@ -83,14 +83,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def _webhook(self, hook: Endpoint) -> None:
         """A delivery: its body read with a size limit (413 unread) and a time limit."""
-        self.close_connection = True  # a refused body may be left unread on the socket
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
             length = -1
         if length < 0 or self.headers.get("Transfer-Encoding"):
+            self.close_connection = True  # the body is left unread on the socket
             ans = hook.receiver.refuse_body("malformed", "needs a Content-Length")
         elif length > hook.max_body_bytes:
+            self.close_connection = True
             ans = hook.receiver.refuse_body("too_large", f"over {hook.max_body_bytes} bytes")
         else:
             body = read_body(self.rfile, self.connection, length, hook.read_timeout)
@@ -114,6 +115,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Allow", "POST" if on_hook else "GET, HEAD")
         if status == 401:
             self.send_header("WWW-Authenticate", 'Basic realm="spacelift-exporter"')
+        if self.close_connection:
+            self.send_header("Connection", "close")
         for name, value in self.server.auth.headers.items():
             self.send_header(name, value)
         self.end_headers()
