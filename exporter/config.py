@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
+from exporter import yamlsafe
 from exporter.secret import Secret
 
 DEFAULT_LISTEN = ":9953"  # the port of Spacelift's official exporter
@@ -336,20 +335,20 @@ def _webhook_secret(
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        with path.open("rb") as f:
+            data = f.read(yamlsafe.MAX_BYTES + 1)  # bounded: never read a huge file whole
     except OSError as exc:
         raise ConfigError("--config.file", f"cannot read {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError("--config.file", f"{path} is not valid YAML{where}") from None
-    if data is None:
+        loaded = yamlsafe.load(data)
+    except yamlsafe.YamlError as exc:
+        line = f" line {exc.line}" if exc.line is not None else ""
+        raise ConfigError(exc.path or "--config.file", f"{path}{line}: {exc.problem}") from None
+    if loaded is None:
         return {}
-    if not isinstance(data, dict):
+    if not isinstance(loaded, dict):
         raise ConfigError("--config.file", f"{path} must hold a mapping at the top level")
-    return data
+    return loaded
 
 
 def _account(
@@ -470,9 +469,18 @@ def _area_table(
                     isinstance(value, bool) and opt.type in (int, float)
                 ):
                     raise ConfigError(f"{where}.{opt_name}", f"wrong type: {opt.help}")
+                if isinstance(value, list):
+                    _check_string_list(value, f"{where}.{opt_name}")
                 options[opt_name] = value
         out[name] = AreaConfig(enabled, interval, options)
     return out
+
+
+def _check_string_list(value: list[Any], key: str) -> None:
+    """List options hold names (label keys...): strings, not mappings or numbers."""
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise ConfigError(f"{key}[{i}]", f"must be a non-empty string, got {_short(item)}")
 
 
 def _http(raw: Mapping[str, Any]) -> HttpConfig:
@@ -521,22 +529,35 @@ def _str(raw: Mapping[str, Any], name: str, prefix: str, default: str) -> str:
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_DURATION = re.compile(r"^(\d{1,15}(?:\.\d{1,9})?)(ms|s|m|h|d)?$")
+# Longer than any sensible interval or timeout, and small enough for timedelta and sockets.
+MAX_DURATION = 7 * 86400.0
 
 
 def parse_duration(value: Any, key: str) -> float:
-    """Seconds from a number or a Prometheus-style string: 500ms, 30s, 5m, 1h."""
-    if isinstance(value, bool):
-        raise ConfigError(key, f"must be a duration like 30s or 5m, got {value!r}")
-    if isinstance(value, int | float):
-        if not math.isfinite(value) or value < 0:
+    """Seconds from a number or a Prometheus-style string: 500ms, 30s, 5m, 1h, 1d."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(key, f"must be a duration like 30s or 5m, got {_short(value)}")
+    if isinstance(value, str):
+        m = _DURATION.match(value.strip())
+        if not m:
+            raise ConfigError(key, f"must be a duration like 30s or 5m, got {_short(value)}")
+        scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[m.group(2)]
+        seconds = float(m.group(1)) * scale
+    else:
+        if (isinstance(value, float) and not math.isfinite(value)) or value < 0:
             raise ConfigError(key, f"must be a finite, non-negative duration, got {value!r}")
-        return float(value)
-    m = _DURATION.match(str(value).strip())
-    if not m:
-        raise ConfigError(key, f"must be a duration like 30s or 5m, got {value!r}")
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
-    return float(m.group(1)) * scale
+        # float() of a huge int raises OverflowError; compare first.
+        seconds = float(value) if value <= MAX_DURATION else math.inf
+    if seconds > MAX_DURATION:
+        raise ConfigError(key, f"must be at most {MAX_DURATION / 86400:.0f}d")
+    return seconds
+
+
+def _short(value: Any) -> str:
+    """A value for an error message, cut so a pasted blob cannot flood the terminal."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def normalize_endpoint(value: str, key: str) -> str:
