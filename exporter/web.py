@@ -28,6 +28,7 @@ class Handler(BaseHTTPRequestHandler):
     server: Server
     protocol_version = "HTTP/1.1"
     timeout = 30  # an idle or half-open connection (or TLS handshake) frees its thread
+    disable_nagle_algorithm = True  # head and body are two writes: no 40 ms delayed-ACK wait
 
     def do_GET(self) -> None:
         self._route(send_body=True)

@@ -240,15 +240,21 @@ def _verify(secret: bytes, body: bytes, given: str) -> bool:
 
 class Flusher:
     """Serves what deliveries changed: a thread that, shortly after a delivery is recorded,
-    rebuilds the runs snapshots it touched (one rebuild for a burst of deliveries) and
-    writes --state.file at most every ``save_every`` seconds. ``stop`` flushes and saves."""
+    rebuilds the runs snapshots it touched and re-renders them, at most every ``every``
+    seconds (a burst of deliveries costs one rebuild, not one each), and writes --state.file
+    at most every ``save_every`` seconds. ``stop`` flushes and saves."""
 
     def __init__(
-        self, flush: Callable[[bool], None], wake: threading.Event, save_every: float = 1.0
+        self,
+        flush: Callable[[bool], None],
+        wake: threading.Event,
+        save_every: float = 1.0,
+        every: float = 0.25,
     ) -> None:
         self._flush = flush
         self._wake = wake
         self._save_every = save_every
+        self._every = every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="webhook-flush", daemon=True)
 
@@ -268,6 +274,7 @@ class Flusher:
                 log.exception("serving webhook deliveries failed")
             if save:
                 last_save = time.monotonic()
+            self._stop.wait(self._every)  # deliveries meanwhile wait for the next rebuild
 
     def stop(self) -> None:
         self._stop.set()
