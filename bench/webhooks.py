@@ -161,7 +161,7 @@ def main() -> int:
         app = App(cfg, clock=world.clock.now)
         receiver = webhooks.Receiver(cfg.accounts, app.observe_webhook, app.self_metrics)
         w = cfg.webhook
-        endpoint = webhooks.Endpoint(w.path, receiver, w.max_body_bytes, w.read_timeout)
+        endpoint = webhooks.Endpoint(w.path, receiver, w.max_body_bytes)
         flusher = webhooks.Flusher(app.flush_webhooks, app.webhook_wake).start()
         server, _ = web.serve(app, "127.0.0.1", 0, webhook=endpoint)
         url = f"http://127.0.0.1:{server.server_address[1]}{w.path}"

@@ -165,33 +165,35 @@ def _run(cfg: config.Config, before_stop: Any = None, on_serving: Any = None) ->
     hook, flusher = None, None
     if cfg.webhooks_enabled():
         receiver = webhooks.Receiver(cfg.accounts, app.observe_webhook, app.self_metrics)
-        w = cfg.webhook
-        hook = webhooks.Endpoint(w.path, receiver, w.max_body_bytes, w.read_timeout)
+        hook = webhooks.Endpoint(cfg.webhook.path, receiver, cfg.webhook.max_body_bytes)
         flusher = webhooks.Flusher(app.flush_webhooks, app.webhook_wake).start()
-    servers = []
+    own = cfg.webhook.listen_address if hook is not None else None
     try:
-        own = hook is not None and cfg.webhook.listen_address is not None
-        server, _ = web.serve(app, host, port, auth, None if own else hook)
-        servers.append(server)
-        if own and cfg.webhook.listen_address is not None:
-            whost, wport = config.parse_listen(cfg.webhook.listen_address, "webhook.listen_address")
-            servers.append(web.serve(app, whost, wport, auth, hook, metrics=False)[0])
+        server, _ = web.serve(app, host, port, auth, webhook=None if own else hook)
     except OSError as exc:
         log.error("cannot listen", extra={"address": cfg.listen_address, "error": exc.strerror})
-        for s in servers:
-            s.server_close()
         return 1
+    hook_address = server.server_address
+    if own is not None and hook is not None:
+        try:
+            whost, wport = config.parse_listen(own, "webhook.listen_address")
+            hook_address = web.listen_webhook(server, app, whost, wport, auth, hook)
+        except OSError as exc:
+            log.error("cannot listen", extra={"address": own, "error": exc.strerror})
+            server.shutdown()
+            server.server_close()
+            return 1
     if hook is not None:
         log.info(
             "receiving Spacelift webhooks",
             extra={
                 "path": hook.path,
-                "address": "{}:{}".format(*servers[-1].server_address[:2]),
+                "address": "{}:{}".format(*hook_address[:2]),
                 "accounts": ",".join(a.name for a in cfg.accounts if a.webhook_secret),
             },
         )
     if on_serving is not None:
-        on_serving(servers[-1].server_address[1], hook, auth.tls_enabled)
+        on_serving(hook_address[1], hook, auth.tls_enabled)
     sched = scheduler.start(app)
     log.info(
         "serving",
@@ -208,9 +210,8 @@ def _run(cfg: config.Config, before_stop: Any = None, on_serving: Any = None) ->
     stop.wait()
     log.info("shutting down")
     sched.shutdown(wait=False)
-    for s in servers:
-        s.shutdown()
-        s.server_close()
+    server.shutdown()
+    server.server_close()
     if flusher is not None:
         flusher.stop()  # serves and saves what the last deliveries recorded
     app.close()

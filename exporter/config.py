@@ -89,7 +89,6 @@ class WebhookConfig:
     path: str = DEFAULT_WEBHOOK_PATH
     listen_address: str | None = None  # None: on the metrics listener
     max_body_bytes: int = DEFAULT_WEBHOOK_MAX_BODY
-    read_timeout: float = 10.0  # a sender slower than this is cut off
 
 
 @dataclass(frozen=True)
@@ -215,7 +214,7 @@ ACCOUNT_KEYS = {
     "webhook_secret_env_var",
     "webhook_secret_file",
 }
-WEBHOOK_KEYS = {"path", "listen_address", "max_body_size", "read_timeout"}
+WEBHOOK_KEYS = {"path", "listen_address", "max_body_size"}
 HTTP_KEYS = {"timeout", "retries", "poll_timeout", "backoff_base", "backoff_max"}
 LOG_LEVELS = ("debug", "info", "warn", "error")
 LOG_FORMATS = ("logfmt", "json")
@@ -298,10 +297,7 @@ def _webhook(raw: Mapping[str, Any], overrides: Overrides, telemetry_path: str) 
         raise ConfigError(
             "webhook.max_body_size", f"must be bytes from 1024 to 64 MiB, got {size!r}"
         )
-    timeout = parse_duration(raw.get("read_timeout", 10.0), "webhook.read_timeout")
-    if not 0 < timeout <= 300:
-        raise ConfigError("webhook.read_timeout", "must be more than 0 and at most 5m")
-    return WebhookConfig(path, listen or None, size, timeout)
+    return WebhookConfig(path, listen or None, size)
 
 
 def _webhook_secret(

@@ -1,21 +1,24 @@
-"""The HTTP endpoint: /, the metrics path, /healthz and /readyz. Scrapes only read bytes."""
+"""The HTTP endpoint's routes: /, the metrics path, /healthz and /readyz. Scrapes only read bytes.
+
+The server mechanics (connections, limits, TLS handshakes) are in ``exporter.httpd``.
+"""
 
 from __future__ import annotations
 
 import gzip
 import html
 import logging
-import socket
 import ssl
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from exporter import __version__
 from exporter.app import App
+from exporter.httpd import Limits, Request, Response, Server, plain
 from exporter.webconfig import WebAuth
-from exporter.webhooks import Endpoint, read_body
+from exporter.webhooks import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -24,139 +27,91 @@ log = logging.getLogger(__name__)
 OPEN_PATHS = ("/healthz", "/readyz")
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: Server
-    protocol_version = "HTTP/1.1"
-    timeout = 30  # an idle or half-open connection (or TLS handshake) frees its thread
-    disable_nagle_algorithm = True  # head and body are two writes: no 40 ms delayed-ACK wait
+@dataclass(frozen=True)
+class Route:
+    """One path: a small function from the request to the response; no socket in sight."""
 
-    def do_GET(self) -> None:
-        self._route(send_body=True)
-
-    def do_HEAD(self) -> None:
-        self._route(send_body=False)
-
-    def _route(self, send_body: bool) -> None:
-        app = self.server.app
-        path = self.path.split("?", 1)[0]
-        auth = self.server.auth
-        peer = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
-        if not auth.client_allowed(peer):
-            self._send(403, b"client certificate not allowed\n", "text/plain", send_body)
-            return
-        hook = self.server.webhook
-        if hook is not None and path == hook.path:
-            self._send(405, b"method not allowed\n", "text/plain; charset=utf-8", send_body)
-            return
-        if not self.server.metrics:  # the webhook's own listener serves nothing else
-            self._send(404, b"not found\n", "text/plain; charset=utf-8", send_body)
-            return
-        if path not in OPEN_PATHS and not auth.allowed(self.headers.get("Authorization")):
-            self._send(401, b"unauthorized\n", "text/plain; charset=utf-8", send_body)
-            return
-        if path == app.config.telemetry_path:
-            body, ctype = app.exposition.render(self.headers.get("Accept"))
-            gz = accepts_gzip(self.headers.get("Accept-Encoding"))
-            self._send(200, gzip.compress(body, 1) if gz else body, ctype, send_body, gz)
-        elif path == "/healthz":
-            self._send(200, b"ok\n", "text/plain; charset=utf-8", send_body)
-        elif path == "/readyz":
-            pending = [f"{a}/{r}" for (a, r), st in app.store.items() if not st.settled]
-            if pending:
-                body = ("waiting for a first successful poll of: " + ", ".join(pending)).encode()
-                self._send(503, body + b"\n", "text/plain; charset=utf-8", send_body)
-            else:
-                self._send(200, b"ready\n", "text/plain; charset=utf-8", send_body)
-        elif path == "/":
-            self._send(200, landing_page(app).encode(), "text/html; charset=utf-8", send_body)
-        else:
-            self._send(404, b"not found\n", "text/plain; charset=utf-8", send_body)
-
-    def do_POST(self) -> None:
-        hook = self.server.webhook
-        peer = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
-        if hook is None or self.path.split("?", 1)[0] != hook.path:
-            self._send(405, b"method not allowed\n", "text/plain; charset=utf-8", True)
-        elif not self.server.auth.client_allowed(peer):
-            self._send(403, b"client certificate not allowed\n", "text/plain", True)
-        else:
-            self._webhook(hook)
-
-    def _webhook(self, hook: Endpoint) -> None:
-        """A delivery: its body read with a size limit (413 unread) and a time limit."""
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            length = -1
-        if length < 0 or self.headers.get("Transfer-Encoding"):
-            self.close_connection = True  # the body is left unread on the socket
-            ans = hook.receiver.refuse_body("malformed", "needs a Content-Length")
-        elif length > hook.max_body_bytes:
-            self.close_connection = True
-            ans = hook.receiver.refuse_body("too_large", f"over {hook.max_body_bytes} bytes")
-        else:
-            body = read_body(self.rfile, self.connection, length, hook.read_timeout)
-            if body is None:
-                hook.receiver.refuse_body("malformed", "body incomplete (truncated or too slow)")
-                return  # the sender is gone or too slow: no answer
-            ans = hook.receiver.handle(body, {k.lower(): v for k, v in self.headers.items()})
-        self._send(ans.status, ans.body(), "application/json", True)
-
-    def _send(
-        self, status: int, body: bytes, ctype: str, send_body: bool, gzipped: bool = False
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        if gzipped:
-            self.send_header("Content-Encoding", "gzip")
-        if status == 405:
-            hook = self.server.webhook
-            on_hook = hook is not None and self.path.split("?", 1)[0] == hook.path
-            self.send_header("Allow", "POST" if on_hook else "GET, HEAD")
-        if status == 401:
-            self.send_header("WWW-Authenticate", 'Basic realm="spacelift-exporter"')
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        for name, value in self.server.auth.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("http " + format % args)
+    fn: Callable[[App, Request], Response]
+    methods: tuple[str, ...] = ("GET", "HEAD")
+    max_body: int = 0  # a larger request body is refused with 413 before it is read
+    public: bool = False  # no basic auth: the route authenticates requests itself
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
+def metrics(app: App, request: Request) -> Response:
+    body, ctype = app.exposition.render(request.headers.get("accept"))
+    if accepts_gzip(request.headers.get("accept-encoding")):
+        return Response(200, gzip.compress(body, 1), ctype, [("Content-Encoding", "gzip")])
+    return Response(200, body, ctype)
 
-    def __init__(
-        self,
-        address: tuple[str, int],
-        app: App,
-        auth: WebAuth,
-        webhook: Endpoint | None = None,
-        metrics: bool = True,
-    ) -> None:
-        self.app = app
-        self.auth = auth
-        self.webhook = webhook  # the receiver of Spacelift webhooks, when configured
-        self.metrics = metrics  # False: the webhook's own listener
-        super().__init__(address, Handler)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up or fails the TLS handshake is routine: one debug line, in
-        # the configured log format, instead of socketserver's traceback on stderr.
-        log.debug("connection error", exc_info=True, extra={"client": str(client_address[0])})
+def healthz(app: App, request: Request) -> Response:
+    return plain(200, "ok")
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = super().get_request()
-        self.auth.refresh()  # a changed web config applies from this connection on
-        if self.auth.ssl is not None:
-            # The handshake happens in the handler's thread, not in the accept loop.
-            sock = self.auth.ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, addr
+
+def readyz(app: App, request: Request) -> Response:
+    pending = [f"{a}/{r}" for (a, r), st in app.store.items() if not st.settled]
+    if pending:
+        return plain(503, "waiting for a first successful poll of: " + ", ".join(pending))
+    return plain(200, "ready")
+
+
+def landing(app: App, request: Request) -> Response:
+    return Response(200, landing_page(app).encode(), "text/html; charset=utf-8")
+
+
+def routes(app: App) -> dict[str, Route]:
+    return {
+        app.config.telemetry_path: Route(metrics),
+        "/healthz": Route(healthz),
+        "/readyz": Route(readyz),
+        "/": Route(landing),
+    }
+
+
+def webhook_route(hook: Endpoint) -> Route:
+    """Spacelift's deliveries: POST only, the body limit from the config, and no basic auth
+    (Spacelift cannot send it; the X-Signature-256 check is the authentication)."""
+
+    def deliver(app: App, request: Request) -> Response:
+        answer = hook.receiver.handle(request.body, request.headers)
+        return Response(answer.status, answer.body(), "application/json")
+
+    return Route(deliver, ("POST",), hook.max_body_bytes, public=True)
+
+
+class Web:
+    """Routes behind basic auth, client certificate names and the configured headers."""
+
+    def __init__(self, app: App, auth: WebAuth, table: dict[str, Route]) -> None:
+        self.app, self.auth, self.routes = app, auth, table
+
+    def body_limit(self, method: str, path: str) -> int:
+        route = self.routes.get(path)
+        return route.max_body if route is not None else 0
+
+    def handle(self, request: Request) -> Response:
+        response = self._route(request)
+        response.headers.extend(self.auth.headers.items())
+        return response
+
+    def _route(self, request: Request) -> Response:
+        auth = self.auth
+        auth.refresh()  # a changed web config applies from this request on
+        if not auth.client_allowed(request.peer_cert):
+            return plain(403, "client certificate not allowed")
+        route = self.routes.get(request.path)
+        if route is None:
+            return plain(404, "not found")
+        if request.method not in route.methods:
+            return plain(405, "method not allowed", headers=[("Allow", ", ".join(route.methods))])
+        if (
+            request.path not in OPEN_PATHS
+            and not route.public
+            and not auth.allowed(request.headers.get("authorization"))
+        ):
+            realm = 'Basic realm="spacelift-exporter"'
+            return plain(401, "unauthorized", headers=[("WWW-Authenticate", realm)])
+        return route.fn(self.app, request)
 
 
 def serve(
@@ -164,13 +119,59 @@ def serve(
     host: str,
     port: int,
     auth: WebAuth | None = None,
+    limits: Limits | None = None,
     webhook: Endpoint | None = None,
-    metrics: bool = True,
 ) -> tuple[Server, threading.Thread]:
-    server = Server((host, port), app, auth or WebAuth(None), webhook, metrics)
-    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
-    thread.start()
-    return server, thread
+    """Serve the exporter's routes on host:port (with ``webhook``, its route too). Another
+    listener (say for webhooks) is one more ``server.listen(...)`` with its own routes, and
+    the same TLS and limits: ``listen_webhook``."""
+    auth = auth or WebAuth(None)
+    table = routes(app)
+    if webhook is not None:
+        table[webhook.path] = webhook_route(webhook)
+    web = Web(app, auth, table)
+    server = Server(limits)
+    server.listen(host, port, web.handle, web.body_limit, tls_of(auth), _refused(webhook))
+    server.start()
+    return server, server.io_thread
+
+
+def listen_webhook(
+    server: Server, app: App, host: str, port: int, auth: WebAuth, webhook: Endpoint
+) -> tuple[str, int]:
+    """The webhook on a listener of its own (it faces the internet; /metrics need not): that
+    path only, everything else 404. Returns the bound address."""
+    web = Web(app, auth, {webhook.path: webhook_route(webhook)})
+    return server.listen(host, port, web.handle, web.body_limit, tls_of(auth), _refused(webhook))
+
+
+def _refused(webhook: Endpoint | None) -> Callable[[str, int], None] | None:
+    """Count the deliveries the server cuts short before the route sees them: a body over
+    the limit (413, unread), or one that never arrives whole (truncated, or too slow)."""
+    if webhook is None:
+        return None
+
+    def refused(path: str, status: int) -> None:
+        if path != webhook.path:
+            return
+        if status == 413:
+            webhook.receiver.refuse_body("too_large", f"over {webhook.max_body_bytes} bytes")
+        else:
+            webhook.receiver.refuse_body("malformed", "body incomplete (truncated or too slow)")
+
+    return refused
+
+
+def tls_of(auth: WebAuth) -> Callable[[], ssl.SSLContext | None] | None:
+    """TLS or not is fixed at start; the context itself is re-read with the web config."""
+    if not auth.tls_enabled:
+        return None
+
+    def current() -> ssl.SSLContext | None:
+        auth.refresh()
+        return auth.ssl
+
+    return current
 
 
 def accepts_gzip(header: str | None) -> bool:

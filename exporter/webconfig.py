@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -47,6 +48,10 @@ TLS_KEYS = {
 }
 # exporter-toolkit keys whose Go semantics we cannot honour: an error, never silently ignored.
 TLS_UNSUPPORTED = {"cipher_suites", "curve_preferences", "prefer_server_cipher_suites"}
+# $2b$<cost>$<22 characters of salt><31 of hash>: anything else makes bcrypt raise at login.
+_BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+# bcrypt reads at most 72 bytes of a password (bcrypt 5 raises on more): a longer one is wrong.
+_BCRYPT_MAX = 72
 # Unknown users pay for a bcrypt compare too, so response time does not reveal who exists.
 _DUMMY_HASH = bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(10))
 
@@ -117,7 +122,7 @@ def parse(path: Path) -> WebConfig:
         raise ConfigError("basic_auth_users", "must map user names to bcrypt hashes")
     users = {}
     for user, hashed in users_raw.items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+        if not isinstance(hashed, str) or not _BCRYPT.fullmatch(hashed):
             raise ConfigError(f"basic_auth_users.{user}", "must be a bcrypt hash")
         users[str(user)] = hashed.encode()
     return WebConfig(tls=tls, users=users, allowed_sans=sans, headers=headers)
@@ -224,7 +229,9 @@ class WebAuth:
         if any(hmac.compare_digest(token, ok) for ok in self._ok_cache):
             return True
         hashed = users.get(user, _DUMMY_HASH)
-        ok = bcrypt.checkpw(password.encode(), hashed) and user in users
+        secret = password.encode()
+        fits = len(secret) <= _BCRYPT_MAX  # a longer one still pays the compare, and fails
+        ok = bcrypt.checkpw(secret[:_BCRYPT_MAX], hashed) and user in users and fits
         if ok:
             self._ok_cache.add(token)
         return ok

@@ -19,7 +19,8 @@ configurable) and routes run events to it with a notification policy. Each deliv
    webhook after 10 consecutive failures and retries (up to 3 times) on 5xx only.
 
 The HTTP mechanics (body size limit answered with 413 before the body is read, the time a
-sender may take) belong to the web server; ``Receiver.handle`` is given the complete body.
+sender may take) belong to the web server (``exporter.httpd``, mounted by ``exporter.web``);
+``Receiver.handle`` is given the complete body, and told of bodies cut short.
 """
 
 from __future__ import annotations
@@ -285,36 +286,10 @@ class Flusher:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """The receiver as the web server mounts it: its path and the bounds of a delivery."""
+    """The receiver as the web server mounts it: its path and the largest body it reads (a
+    larger one is answered 413 unread; the server's request timeout cuts off slow senders).
+    """
 
     path: str
     receiver: Receiver
     max_body_bytes: int
-    read_timeout: float
-
-    def answer(self, method: str, headers: Mapping[str, str], body: bytes) -> Answer | None:
-        """A complete request to the path; None: not a POST (the server answers 405)."""
-        if method != "POST":
-            return None
-        return self.receiver.handle(body, headers)
-
-
-def read_body(rfile: Any, sock: Any, length: int, timeout: float) -> bytes | None:
-    """Read exactly ``length`` bytes within ``timeout`` seconds in all; None when the sender
-    is too slow or hangs up first (a truncated or slow delivery)."""
-    deadline = time.monotonic() + timeout
-    chunks, got = [], 0
-    try:
-        while got < length:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            sock.settimeout(left)
-            chunk = rfile.read1(min(65536, length - got))
-            if not chunk:
-                return None
-            chunks.append(chunk)
-            got += len(chunk)
-    except OSError:  # socket.timeout included
-        return None
-    return b"".join(chunks)

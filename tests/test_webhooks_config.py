@@ -89,7 +89,7 @@ def test_check_config_shows_where_the_secret_comes_from_never_its_value() -> Non
             "PYTHONPATH": str(ROOT),
             **ENV,
             "SPACELIFT_WEBHOOK_SECRET": "hush-hush",
-        },  # fmt: skip
+        },
         cwd=ROOT,
         timeout=60,
         check=False,

@@ -22,8 +22,10 @@ from exporter import web, webhooks
 from exporter.app import App
 from exporter.areas import AREAS
 from exporter.config import Overrides, load
+from exporter.httpd import Limits, Server
 from exporter.simulator import SimClock, Simulator, World, WorldConfig
 from exporter.simulator.webhooks import WebhookSender, run_event, sign
+from exporter.webconfig import WebAuth
 from tests._runs_support import TERMINAL, lab, run_to_end, scrape, truth_finished
 from tests.support.wait import until
 
@@ -37,7 +39,8 @@ DELIVERIES = "spacelift_webhook_deliveries_total"
 class Rig:
     sim: Simulator
     app: App
-    server: web.Server
+    server: Server
+    endpoint: webhooks.Endpoint
     flusher: webhooks.Flusher
     url: str
 
@@ -68,7 +71,7 @@ def start_rig(
         "accounts": [{"name": "sim", "endpoint": sim.url}],
         "areas": {name: {"enabled": name == "runs"} for name in AREAS},
         "http": {"retries": 0},
-        "webhook": {"read_timeout": "1s", "max_body_size": 4096, **hook},
+        "webhook": {"max_body_size": 4096, **hook},
     }
     if state:
         raw["state_file"] = str(tmp_path / "state.json")
@@ -81,11 +84,13 @@ def start_rig(
     app = App(cfg, clock=world.clock.now)
     w = cfg.webhook
     receiver = webhooks.Receiver(cfg.accounts, app.observe_webhook, app.self_metrics)
-    endpoint = webhooks.Endpoint(w.path, receiver, w.max_body_bytes, w.read_timeout)
+    endpoint = webhooks.Endpoint(w.path, receiver, w.max_body_bytes)
     flusher = webhooks.Flusher(app.flush_webhooks, app.webhook_wake, save_every=0.05).start()
-    server, _ = web.serve(app, "127.0.0.1", 0, webhook=endpoint)
+    # a sender gets 1 s to send its request (the server's request timeout; 10 s by default)
+    limits = Limits(request_timeout=1.0)
+    server, _ = web.serve(app, "127.0.0.1", 0, limits=limits, webhook=endpoint)
     url = f"http://127.0.0.1:{server.server_address[1]}{w.path}"
-    return Rig(sim, app, server, flusher, url)
+    return Rig(sim, app, server, endpoint, flusher, url)
 
 
 def stop_rig(rig: Rig) -> None:
@@ -234,9 +239,9 @@ def test_oversized_truncated_and_slow_deliveries(rig: Rig) -> None:
     assert answer(big).startswith(b"HTTP/1.1 413")
     # the body ends before its Content-Length: no answer, nothing recorded
     assert answer(raw_request(rig, 500, b"{" * 100)) == b""
-    # a sender slower than read_timeout (1 s) is cut off
+    # a sender slower than the request timeout (1 s here) is cut off
     slow = raw_request(rig, 500, b"{", close=False)
-    assert answer(slow) == b""
+    assert answer(slow).startswith(b"HTTP/1.1 408")
     until(lambda: rig.outcomes() == {"too_large": 1, "malformed": 2}, timeout=5, what="counted")
 
 
@@ -318,14 +323,10 @@ def test_restart_between_the_delivery_and_the_poll(tmp_path: Path) -> None:
 
 
 def test_own_listener_serves_the_webhook_only(rig: Rig) -> None:
-    endpoint = rig.server.webhook
-    own, _ = web.serve(rig.app, "127.0.0.1", 0, webhook=endpoint, metrics=False)
-    try:
-        base = f"http://127.0.0.1:{own.server_address[1]}"
-        assert httpx.get(base + "/metrics").status_code == 404
-        body = b"{}"
-        r = httpx.post(base + "/webhooks/spacelift", content=body, headers=sign(b"x", body))
-        assert r.status_code == 401
-    finally:
-        own.shutdown()
-        own.server_close()
+    _, port = web.listen_webhook(rig.server, rig.app, "127.0.0.1", 0, WebAuth(None), rig.endpoint)
+    base = f"http://127.0.0.1:{port}"
+    assert httpx.get(base + "/metrics").status_code == 404
+    assert httpx.get(base + "/healthz").status_code == 404
+    body = b"{}"
+    r = httpx.post(base + "/webhooks/spacelift", content=body, headers=sign(b"x", body))
+    assert r.status_code == 401
