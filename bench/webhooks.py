@@ -22,17 +22,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
-import itertools
+import http.client
 import json
+import multiprocessing
 import statistics
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -53,83 +50,106 @@ def rss_mib() -> float:
     return float("nan")
 
 
-class Deliveries:
-    """Signed bodies of distinct runs on the world's stacks, six state changes a run."""
-
-    def __init__(self, world: World) -> None:
-        self.world = world
-        self.stacks = sorted(world.stacks)
-        self.counter = itertools.count()
-        self.lock = threading.Lock()
-        self._runs: Iterator[list[tuple[bytes, str]]] = self._gen()
-        self._pending: list[tuple[bytes, str]] = []
-
-    def _gen(self) -> Iterator[list[tuple[bytes, str]]]:
-        for i in self.counter:
-            now = self.world.clock.now()
-            stack = self.stacks[i % len(self.stacks)]
-            out = []
-            for v, state in enumerate(PATH, 1):
-                body = json.dumps(
-                    {
-                        "account": "bench",
-                        "state": state,
-                        "stateVersion": v,
-                        "timestamp": now + v,
-                        "run": {
-                            "id": f"01BENCH{i:019d}",
-                            "branch": "main",
-                            "commit": {"hash": "0" * 40, "timestamp": now - 600},
-                            "createdAt": now,
-                            "delta": {"added": 0, "changed": 1, "deleted": 0, "resources": 9},
-                            "triggeredBy": "bench",
-                            "type": "TRACKED",
-                        },
-                        "stack": {"id": stack, "name": stack, "description": "", "labels": []},
-                    }
-                ).encode()
-                sig = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
-                out.append((body, sig))
-            yield out
-
-    def take(self) -> tuple[bytes, str]:
-        with self.lock:
-            if not self._pending:
-                self._pending = next(self._runs)[::-1]
-            return self._pending.pop()
+def bodies(stacks: list[str], now: float, first_run: int, runs: int) -> list[tuple[bytes, str]]:
+    """Signed bodies of ``runs`` distinct runs from ``first_run`` on, six state changes each,
+    in order (a run's deliveries come from one sender, as Spacelift sends them)."""
+    out = []
+    for i in range(first_run, first_run + runs):
+        stack = stacks[i % len(stacks)]
+        for v, state in enumerate(PATH, 1):
+            body = json.dumps(
+                {
+                    "account": "bench",
+                    "state": state,
+                    "stateVersion": v,
+                    "timestamp": now + v,
+                    "run": {
+                        "id": f"01BENCH{i:019d}",
+                        "branch": "main",
+                        "commit": {"hash": "0" * 40, "timestamp": now - 600},
+                        "createdAt": now,
+                        "delta": {"added": 0, "changed": 1, "deleted": 0, "resources": 9},
+                        "triggeredBy": "bench",
+                        "type": "TRACKED",
+                    },
+                    "stack": {"id": stack, "name": stack, "description": "", "labels": []},
+                }
+            ).encode()
+            out.append((body, "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()))
+    return out
 
 
-def send(url: str, source: Deliveries, stop: threading.Event, limit: list[int]) -> list[float]:
-    """One sender: post until ``stop`` (or the shared ``limit`` runs out); answer times."""
-    times = []
-    with httpx.Client(timeout=10) as client:
-        while not stop.is_set():
-            with source.lock:
-                if limit[0] <= 0:
-                    return times
-                limit[0] -= 1
-            body, sig = source.take()
+def sender_process(
+    args: tuple[int, str, list[str], float, int, int, int, float | None],
+) -> tuple[float, float, list[float]]:
+    """A process of ``threads`` senders on keep-alive connections (apart from the exporter's
+    process, so the senders' own Python does not slow the receiver): answer times."""
+    port, path, stacks, now, first_run, runs, threads, seconds = args
+    todo = bodies(stacks, now, first_run, runs)
+    n = 6 * (runs // threads)  # whole runs stay with one sender, in order
+    per = [todo[k * n : (k + 1) * n] for k in range(threads)]
+    deadline = None if seconds is None else time.monotonic() + seconds
+    results: list[list[float]] = [[] for _ in range(threads)]
+
+    def one(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for body, sig in per[k]:
+            if deadline is not None and time.monotonic() > deadline:
+                break
             t = time.perf_counter()
-            r = client.post(url, content=body, headers={"X-Signature-256": sig})
-            times.append(time.perf_counter() - t)
-            if r.status_code != 200:
-                raise SystemExit(f"delivery answered {r.status_code}: {r.text}")
-    return times
+            conn.request("POST", path, body, {"X-Signature-256": sig})
+            r = conn.getresponse()
+            r.read()
+            results[k].append(time.perf_counter() - t)
+            if r.status != 200:
+                raise SystemExit(f"delivery answered {r.status}")
+        conn.close()
+
+    pool = [threading.Thread(target=one, args=(k,)) for k in range(threads)]
+    started = time.time()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return started, time.time(), [x for r in results for x in r]
 
 
-def burst(
-    url: str, source: Deliveries, senders: int, seconds: float | None, count: int
-) -> tuple[int, float, list[float]]:
-    stop = threading.Event()
-    limit = [count]
-    started = time.perf_counter()
-    with ThreadPoolExecutor(senders) as pool:
-        futures = [pool.submit(send, url, source, stop, limit) for _ in range(senders)]
-        if seconds is not None:
-            time.sleep(seconds)
-            stop.set()
-        times = [t for f in futures for t in f.result()]
-    return len(times), time.perf_counter() - started, times
+class Senders:
+    """Runs numbered on from one burst to the next, so every delivery is a new run's."""
+
+    def __init__(self, port: int, path: str, stacks: list[str], world: World) -> None:
+        self.port, self.path, self.stacks, self.world = port, path, stacks, world
+        self.next_run = 0
+        self.ctx = multiprocessing.get_context("spawn")
+
+    def burst(
+        self, senders: int, seconds: float | None, deliveries: int
+    ) -> tuple[int, float, list[float]]:
+        procs = min(senders, 4)
+        runs_each = max(1, deliveries // 6 // procs)
+        jobs = []
+        for k in range(procs):
+            threads = senders // procs + (1 if k < senders % procs else 0)
+            runs = max(threads, runs_each - runs_each % threads)
+            jobs.append(
+                (
+                    self.port,
+                    self.path,
+                    self.stacks,
+                    self.world.clock.now(),
+                    self.next_run,
+                    runs,
+                    threads,
+                    seconds,
+                )
+            )
+            self.next_run += runs
+        with self.ctx.Pool(procs) as pool:
+            done = pool.map(sender_process, jobs)
+        # from the first sender's start to the last one's end (process start-up left out)
+        took = max(end for _, end, _ in done) - min(start for start, _, _ in done)
+        times = [t for _, _, ts in done for t in ts]
+        return len(times), took, times
 
 
 def pct(values: list[float], q: float) -> float:
@@ -164,20 +184,21 @@ def main() -> int:
         endpoint = webhooks.Endpoint(w.path, receiver, w.max_body_bytes)
         flusher = webhooks.Flusher(app.flush_webhooks, app.webhook_wake).start()
         server, _ = web.serve(app, "127.0.0.1", 0, webhook=endpoint)
-        url = f"http://127.0.0.1:{server.server_address[1]}{w.path}"
         try:
             assert app.poll_all()
-            source = Deliveries(world)
+            stacks = sorted(world.stacks)
+            senders = Senders(server.server_address[1], w.path, stacks, world)
             print(
-                f"webhook receiver on loopback, {len(source.stacks)} stacks, {a.seconds:g} s a run"
+                f"webhook receiver on loopback, {len(stacks)} stacks; senders in 1-4 processes"
+                f" of their own, {a.seconds:g} s a run"
             )
             print(
                 f"{'senders':>8} {'deliveries':>11} {'per second':>11} {'p50 ms':>8} {'p99 ms':>8}"
             )
-            for senders in (1, 10, 50):
-                n, took, times = burst(url, source, senders, a.seconds, 10**12)
+            for count in (1, 10, 50):
+                n, took, times = senders.burst(count, a.seconds, 60_000)
                 print(
-                    f"{senders:>8} {n:>11} {n / took:>11.0f} {pct(times, 0.5) * 1000:>8.2f}"
+                    f"{count:>8} {n:>11} {n / took:>11.0f} {pct(times, 0.5) * 1000:>8.2f}"
                     f" {pct(times, 0.99) * 1000:>8.2f}"
                 )
 
@@ -187,11 +208,11 @@ def main() -> int:
             done = 0
             started = time.perf_counter()
             while done < a.deliveries:
-                n, _, _ = burst(url, source, 10, None, min(step, a.deliveries - done))
+                n, _, _ = senders.burst(10, None, min(step, a.deliveries - done))
                 done += n
                 # production: real runs keep finishing and polls keep reading the stacks
                 world.advance(60)
-                for sid in source.stacks:
+                for sid in stacks:
                     world.finish_run(world.trigger_run(sid, "TRACKED").id)
                 app.poll_all()
             took = time.perf_counter() - started
