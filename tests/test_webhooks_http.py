@@ -7,8 +7,12 @@ simulator's webhook sender pointed at the receiver (``exporter/simulator/webhook
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +31,7 @@ from exporter.simulator import SimClock, Simulator, World, WorldConfig
 from exporter.simulator.webhooks import WebhookSender, run_event, sign
 from exporter.webconfig import WebAuth
 from tests._runs_support import TERMINAL, lab, run_to_end, scrape, truth_finished
+from tests.support.processes import ROOT, free_port
 from tests.support.wait import until
 
 SECRET = "hook-secret-3f9a"
@@ -330,3 +335,48 @@ def test_own_listener_serves_the_webhook_only(rig: Rig) -> None:
     body = b"{}"
     r = httpx.post(base + "/webhooks/spacelift", content=body, headers=sign(b"x", body))
     assert r.status_code == 401
+
+
+def test_demo_honours_the_webhook_secret() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "demo", "--web.listen-address", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        env={**os.environ, "SPACELIFT_WEBHOOK_SECRET": SECRET},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        until(lambda: httpx.get(base + "/readyz").status_code == 200, timeout=30, what="demo")
+        event = {
+            "account": "demo",
+            "state": "FINISHED",
+            "stateVersion": 5,
+            "timestamp": time.time(),
+            "run": {"id": "01REALSPACELIFTRUN", "type": "TRACKED", "createdAt": time.time() - 60},
+            "stack": {"id": "a-stack-from-a-real-account"},
+        }
+        body = json.dumps(event).encode()
+        url = base + "/webhooks/spacelift"
+        assert httpx.post(url, content=body, headers=sign(SECRET.encode(), body)).json() == {
+            "outcome": "accepted",
+            "message": "accepted",
+        }
+        assert httpx.post(url, content=body, headers=sign(b"other", body)).status_code == 401
+
+        def simulator_deliveries() -> float:
+            for line in httpx.get(base + "/metrics").text.splitlines():
+                if line.startswith(
+                    'spacelift_webhook_deliveries_total{account="demo",outcome="accepted"}'
+                ):
+                    return float(line.split()[-1])
+            return 0.0
+
+        # the demo's simulator signs its own run events with the same secret
+        until(lambda: simulator_deliveries() > 1, timeout=30, what="the simulator's deliveries")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err.decode()
+    assert SECRET not in err.decode()
