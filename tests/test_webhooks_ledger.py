@@ -114,6 +114,10 @@ def test_a_run_that_ended_before_the_baseline_is_history() -> None:
     led = ledger()
     old = WebhookObs("r0", "s1", "TRACKED", "FAILED", 5, T0 - 50, T0 - 500)
     assert led.observe(old, T0 + 10) == STALE
+    # an older state of it, delivered late, does not make it a run in progress either
+    older = WebhookObs("r0", "s1", "TRACKED", "PLANNING", 3, T0 - 100, T0 - 500)
+    assert led.observe(older, T0 + 10) == STALE
+    assert "r0" not in led.active
     assert not led.finished or all(n == 0 for n in led.finished.values())
 
 

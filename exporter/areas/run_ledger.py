@@ -697,6 +697,10 @@ class Ledger:
         if ev.terminal:
             self._count(probe, mark.space)
             self._mark_done(probe)
+        elif ev.timestamp < self.baseline:
+            # A state change from before the baseline (a late retry, a replayed capture): the
+            # run may have ended before it too, and a poll's lookup would then count it.
+            return STALE
         else:
             self._see_active(probe, mark.space, now, in_queue=False)
             self.webhook_versions[ev.run_id] = ev.state_version
