@@ -229,6 +229,18 @@ def rules() -> list[Group]:
                 OVERVIEW,
                 dashboard_vars=("job",),
             ),
+            Rule(
+                "SpaceliftWebConfigReloadFailed",
+                "spacelift_web_config_last_reload_successful{JOB} == 0",
+                "10m",
+                "warning",
+                "The Spacelift exporter refused a change of its web config.",
+                "Exporter {{ $labels.instance }} refused the last change of its "
+                "--web.config.file: the previous TLS and basic auth settings are still in "
+                "force, and a restart now would fail to start. Its log says what is wrong.",
+                OVERVIEW,
+                dashboard_vars=("job",),
+            ),
         ],
     )
 

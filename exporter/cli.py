@@ -1,4 +1,4 @@
-"""Command line: run (default), check-config, once, demo."""
+"""Command line: run (default), serve, check-config, once, demo."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ import prometheus_client
 
 from exporter import __version__, config, logsetup
 from exporter.app import App
+from exporter.secret import Secret
 
 log = logging.getLogger("exporter")
 
-COMMANDS = ("run", "check-config", "once", "demo")
+# serve: the command of Spacelift's official exporter, so its container args work unchanged.
+COMMANDS = ("run", "serve", "check-config", "once", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         default="run",
         choices=COMMANDS,
-        help="run: serve /metrics (default); check-config: validate and print the effective "
+        help="run: serve /metrics (default); serve: the same, as Spacelift's official "
+        "exporter names it; check-config: validate and print the effective "
         "configuration, secrets redacted; once: poll every area once and print the exposition; "
         "demo: start the built-in Spacelift simulator and serve metrics from it",
     )
@@ -104,7 +107,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--state.file", dest="state_file", type=Path, help="where the run ledger survives restarts"
     )
+    _official_flags(p)
     return p
+
+
+def _official_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of Spacelift's official exporter (`spacelift-promex serve`), same names, aliases
+    and SPACELIFT_PROMEX_* variables; each sets the setting of this exporter nearest in
+    meaning (the README's comparison table lists them)."""
+    o = p.add_argument_group("Spacelift's official exporter's flags (spacelift-promex serve)")
+    o.add_argument(
+        "--api-endpoint",
+        "-e",
+        dest="endpoint",
+        help="= --spacelift-api-endpoint [$SPACELIFT_PROMEX_API_ENDPOINT]",
+    )
+    o.add_argument(
+        "--api-key-id", "-k", dest="api_key_id", help="API key id [$SPACELIFT_PROMEX_API_KEY_ID]"
+    )
+    o.add_argument(
+        "--api-key-secret",
+        "-s",
+        dest="api_key_secret",
+        type=Secret,
+        help="API key secret; visible to `ps`, prefer the variable or a file "
+        "[$SPACELIFT_PROMEX_API_KEY_SECRET]",
+    )
+    o.add_argument(
+        "--api-key-secret-file",
+        dest="key_secret_file",
+        type=Path,
+        help="= --spacelift-api-key-secret-file [$SPACELIFT_PROMEX_API_KEY_SECRET_FILE]",
+    )
+    o.add_argument(
+        "--listen-address",
+        "-l",
+        dest="listen_address",
+        help="= --web.listen-address [$SPACELIFT_PROMEX_LISTEN_ADDRESS]",
+    )
+    o.add_argument(
+        "--scrape-timeout",
+        "-t",
+        dest="scrape_timeout",
+        help="time one poll of one area may take (http.poll_timeout; scrapes never wait for "
+        "Spacelift here) [$SPACELIFT_PROMEX_SCRAPE_TIMEOUT]",
+    )
+    o.add_argument(
+        "--ca-cert-path",
+        dest="ca_cert_path",
+        type=Path,
+        help="PEM CA certificate trusted for the Spacelift API in addition to the system's "
+        "(http.ca_cert_path) [$SPACELIFT_PROMEX_CA_CERT_PATH]",
+    )
+    o.add_argument(
+        "--is-development",
+        "-d",
+        dest="is_development",
+        nargs="?",
+        const="true",
+        metavar="BOOL",
+        help="debug logging (= --log.level=debug) [$SPACELIFT_PROMEX_IS_DEVELOPMENT]",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from exporter import __version__
+from exporter import __version__, trust
 from exporter.config import AccountConfig, ConfigError, HttpConfig
 from exporter.errors import (
     AuthError,
@@ -119,6 +119,7 @@ class SpaceliftClient:
         self._http = httpx.Client(
             timeout=http.timeout,
             transport=transport,
+            verify=trust.verify(http.ca_cert_path),
             headers={
                 "User-Agent": f"spacelift-exporter/{__version__}",
                 "Spacelift-Client-Type": "spacelift-exporter",

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import os
 import re
+import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +31,11 @@ PROMEX_KEY_SECRET_ENV = "SPACELIFT_PROMEX_API_KEY_SECRET"
 DEFAULT_WEBHOOK_SECRET_ENV = "SPACELIFT_WEBHOOK_SECRET"
 DEFAULT_WEBHOOK_PATH = "/webhooks/spacelift"
 DEFAULT_WEBHOOK_MAX_BODY = 1 << 20  # 1 MiB: a run event is about 1 KiB
+PROMEX_KEY_SECRET_FILE_ENV = "SPACELIFT_PROMEX_API_KEY_SECRET_FILE"
+PROMEX_LISTEN_ENV = "SPACELIFT_PROMEX_LISTEN_ADDRESS"
+PROMEX_SCRAPE_TIMEOUT_ENV = "SPACELIFT_PROMEX_SCRAPE_TIMEOUT"
+PROMEX_CA_CERT_ENV = "SPACELIFT_PROMEX_CA_CERT_PATH"
+PROMEX_IS_DEVELOPMENT_ENV = "SPACELIFT_PROMEX_IS_DEVELOPMENT"
 
 
 class ConfigError(Exception):
@@ -117,6 +123,8 @@ class HttpConfig:
     poll_timeout: float = 120.0  # everything one poll of one area may take
     backoff_base: float = 0.5
     backoff_max: float = 30.0
+    # A PEM CA trusted for the Spacelift API on top of the system's (self-hosted Spacelift).
+    ca_cert_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +205,12 @@ class Overrides:
     webhook_secret_file: Path | None = None
     webhook_listen_address: str | None = None
     webhook_path: str | None = None
+    # Spacelift's official exporter's flags (`serve`), mapped onto the settings above.
+    api_key_id: str | None = None
+    api_key_secret: Secret | None = None
+    scrape_timeout: str | None = None
+    ca_cert_path: Path | None = None
+    is_development: str | None = None
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -215,7 +229,7 @@ ACCOUNT_KEYS = {
     "webhook_secret_file",
 }
 WEBHOOK_KEYS = {"path", "listen_address", "max_body_size"}
-HTTP_KEYS = {"timeout", "retries", "poll_timeout", "backoff_base", "backoff_max"}
+HTTP_KEYS = {"timeout", "retries", "poll_timeout", "backoff_base", "backoff_max", "ca_cert_path"}
 LOG_LEVELS = ("debug", "info", "warn", "error")
 LOG_FORMATS = ("logfmt", "json")
 
@@ -263,13 +277,20 @@ def load(
 
     web = _section(raw, "web", {"listen_address", "telemetry_path", "config_file"})
     log = _section(raw, "log", {"level", "format"})
-    http = _http(_section(raw, "http", HTTP_KEYS))
-    listen = overrides.listen_address or _str(web, "listen_address", "web.", DEFAULT_LISTEN)
+    http = _official_http(_http(_section(raw, "http", HTTP_KEYS)), overrides, env)
+    listen = (
+        overrides.listen_address
+        or env.get(PROMEX_LISTEN_ENV)
+        or _str(web, "listen_address", "web.", DEFAULT_LISTEN)
+    )
     path = overrides.telemetry_path or _str(web, "telemetry_path", "web.", "/metrics")
-    if not path.startswith("/") or path in ("/", "/healthz", "/readyz"):
+    if not path.startswith("/") or path in ("/", "/healthz", "/health", "/readyz"):
         raise ConfigError("web.telemetry_path", f"must be a path other than /, got {path!r}")
     parse_listen(listen, "web.listen_address")
-    level = (overrides.log_level or _str(log, "level", "log.", "info")).lower()
+    development = _official_bool(overrides.is_development, PROMEX_IS_DEVELOPMENT_ENV, env)
+    level = (
+        overrides.log_level or ("debug" if development else _str(log, "level", "log.", "info"))
+    ).lower()
     if level not in LOG_LEVELS:
         raise ConfigError("log.level", f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
     fmt = (overrides.log_format or _str(log, "format", "log.", "logfmt")).lower()
@@ -287,7 +308,7 @@ def load(
 
 def _webhook(raw: Mapping[str, Any], overrides: Overrides, telemetry_path: str) -> WebhookConfig:
     path = overrides.webhook_path or _str(raw, "path", "webhook.", DEFAULT_WEBHOOK_PATH)
-    if not path.startswith("/") or path in ("/", "/healthz", "/readyz", telemetry_path):
+    if not path.startswith("/") or path in ("/", "/healthz", "/health", "/readyz", telemetry_path):
         raise ConfigError("webhook.path", f"must be a path of its own, got {path!r}")
     listen = overrides.webhook_listen_address or _str(raw, "listen_address", "webhook.", "")
     if listen:
@@ -391,10 +412,23 @@ def _credentials(
                 "must be the name of an environment variable (letters, digits, _), "
                 "not its value; the value given is not shown",
             )
-    secret_file_raw = overrides.key_secret_file or item.get("api_key_secret_file")
+    secret_file_raw = (
+        overrides.key_secret_file
+        or item.get("api_key_secret_file")
+        or env.get(PROMEX_KEY_SECRET_FILE_ENV)
+    )
     secret_file = Path(str(secret_file_raw)) if secret_file_raw else None
-    key_id = _str(item, "api_key_id", p, "") or env.get(id_var) or env.get(PROMEX_KEY_ID_ENV)
-    secret_value = env.get(secret_var) or env.get(PROMEX_KEY_SECRET_ENV)
+    key_id = (
+        overrides.api_key_id
+        or _str(item, "api_key_id", p, "")
+        or env.get(id_var)
+        or env.get(PROMEX_KEY_ID_ENV)
+    )
+    secret_value = (
+        (overrides.api_key_secret.reveal() if overrides.api_key_secret else None)
+        or env.get(secret_var)
+        or env.get(PROMEX_KEY_SECRET_ENV)
+    )
 
     if key_id and (secret_value or secret_file):
         if secret_file is not None and not secret_file.is_file():
@@ -495,7 +529,55 @@ def _http(raw: Mapping[str, Any]) -> HttpConfig:
         raise ConfigError("http.timeout", "must not exceed http.poll_timeout")
     if vals["backoff_base"] > vals["backoff_max"]:
         raise ConfigError("http.backoff_base", "must not exceed http.backoff_max")
-    return HttpConfig(retries=retries, **vals)
+    ca = raw.get("ca_cert_path")
+    if ca is not None and not isinstance(ca, str):
+        raise ConfigError("http.ca_cert_path", "must be the path of a PEM file")
+    return HttpConfig(retries=retries, ca_cert_path=Path(ca) if ca else None, **vals)
+
+
+def _official_http(http: HttpConfig, overrides: Overrides, env: Mapping[str, str]) -> HttpConfig:
+    """Spacelift's official exporter's --scrape-timeout and --ca-cert-path, nearest meaning.
+
+    Its scrape timeout bounds the API calls behind one scrape; here scrapes never call the
+    API, so it bounds one poll of one area (http.poll_timeout), and one request within it.
+    """
+    changes: dict[str, Any] = {}
+    timeout_raw, key = overrides.scrape_timeout, "--scrape-timeout"
+    if timeout_raw is None and env.get(PROMEX_SCRAPE_TIMEOUT_ENV):
+        timeout_raw, key = env[PROMEX_SCRAPE_TIMEOUT_ENV], PROMEX_SCRAPE_TIMEOUT_ENV
+    if timeout_raw is not None:
+        seconds = parse_duration(timeout_raw, key)
+        if seconds <= 0:
+            raise ConfigError(key, "must be greater than 0")
+        changes["poll_timeout"] = seconds
+        changes["timeout"] = min(http.timeout, seconds)
+    ca, key = overrides.ca_cert_path, "--ca-cert-path"
+    if ca is None and env.get(PROMEX_CA_CERT_ENV):
+        ca, key = Path(env[PROMEX_CA_CERT_ENV]), PROMEX_CA_CERT_ENV
+    if ca is not None:
+        changes["ca_cert_path"] = ca
+    else:
+        ca, key = http.ca_cert_path, "http.ca_cert_path"
+    if ca is not None:
+        try:
+            ssl.create_default_context(cafile=str(ca))
+        except OSError as exc:
+            problem = exc.strerror or "no PEM certificate in it"
+            raise ConfigError(key, f"cannot load {ca} as a PEM CA certificate: {problem}") from None
+    return replace(http, **changes) if changes else http
+
+
+_TRUE = {"1", "t", "true"}  # Go's strconv.ParseBool, which the official exporter uses
+_FALSE = {"0", "f", "false"}
+
+
+def _official_bool(flag: str | None, var: str, env: Mapping[str, str]) -> bool:
+    value, key = (flag, "--is-development") if flag is not None else (env.get(var), var)
+    if value is None or value == "":
+        return False
+    if value.lower() not in _TRUE | _FALSE:
+        raise ConfigError(key, f"must be true or false, got {value!r}")
+    return value.lower() in _TRUE
 
 
 def _section(raw: Mapping[str, Any], name: str, keys: set[str]) -> dict[str, Any]:

@@ -84,6 +84,21 @@ WEBHOOK_DELAY = MetricDef(
     ("account",),
     WEBHOOK_DELAY_BUCKETS,
 )
+# Only with --web.config.file (exporter.webconfig.ReloadCollector), as Prometheus' own
+# prometheus_config_last_reload_successful and _success_timestamp_seconds.
+WEB_CONFIG_RELOAD = MetricDef(
+    "spacelift_web_config_last_reload_successful",
+    "gauge",
+    "1 when the last change of --web.config.file was read and is in force; 0 when it was "
+    "refused (unreadable, invalid or empty) and the previous web config stays in force.",
+    (),
+)
+WEB_CONFIG_RELOAD_TIME = MetricDef(
+    "spacelift_web_config_last_reload_success_timestamp_seconds",
+    "gauge",
+    "When --web.config.file was last read successfully (at start or after a change).",
+    (),
+)
 
 METRICS = (
     API_REQUESTS,
@@ -94,6 +109,8 @@ METRICS = (
     WEBHOOK_DELIVERIES,
     WEBHOOK_LAST_DELIVERY,
     WEBHOOK_DELAY,
+    WEB_CONFIG_RELOAD,
+    WEB_CONFIG_RELOAD_TIME,
 )
 
 

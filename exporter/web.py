@@ -17,14 +17,15 @@ from dataclasses import dataclass
 from exporter import __version__
 from exporter.app import App
 from exporter.httpd import Limits, Request, Response, Server, plain
-from exporter.webconfig import WebAuth
+from exporter.webconfig import ReloadCollector, WebAuth
 from exporter.webhooks import Endpoint
 
 log = logging.getLogger(__name__)
 
 
 # Probes carry no password and show no Spacelift data: they stay open under basic auth.
-OPEN_PATHS = ("/healthz", "/readyz")
+# /health is the probe path of Spacelift's official exporter (its Kubernetes example).
+OPEN_PATHS = ("/healthz", "/health", "/readyz")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ def routes(app: App) -> dict[str, Route]:
     return {
         app.config.telemetry_path: Route(metrics),
         "/healthz": Route(healthz),
+        "/health": Route(healthz),
         "/readyz": Route(readyz),
         "/": Route(landing),
     }
@@ -126,6 +128,8 @@ def serve(
     listener (say for webhooks) is one more ``server.listen(...)`` with its own routes, and
     the same TLS and limits: ``listen_webhook``."""
     auth = auth or WebAuth(None)
+    if auth.path is not None:
+        app.registry.register(ReloadCollector(auth))
     table = routes(app)
     if webhook is not None:
         table[webhook.path] = webhook_route(webhook)

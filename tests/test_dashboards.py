@@ -42,6 +42,9 @@ PENDING_METRICS: list[MetricDef] = []
 
 # Exporter metrics deliberately on no dashboard, and why.
 NOT_ON_A_DASHBOARD = {
+    # A refused web config change: an alert (SpaceliftWebConfigReloadFailed), nothing to chart.
+    "spacelift_web_config_last_reload_successful",
+    "spacelift_web_config_last_reload_success_timestamp_seconds",
     # Polls are steady by design; the failures and the data age say what matters.
     "spacelift_polls_total",
     # The period's bounds are dates, not a time series worth a panel.

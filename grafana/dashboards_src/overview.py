@@ -216,7 +216,7 @@ def build() -> dm.Dashboard:
                 "Version of the running spacelift-exporter, per scrape target.",
                 "none",
                 query(
-                    'spacelift_exporter_build_info{job=~"$job"} * on (job, instance) group_left ()'
+                    'spacelift_build_info{job=~"$job"} * on (job, instance) group_left ()'
                     f" max by (job, instance) ({sel('spacelift_up')})",
                     "{{version}} ({{instance}})",
                     instant=True,
@@ -345,8 +345,7 @@ def build() -> dm.Dashboard:
                 "accounts that do not receive webhooks. Alert: SpaceliftWebhookSignaturesFailing.",
                 "short",
                 query(
-                    "sum by (account, outcome) "
-                    f"({increase('spacelift_webhook_deliveries_total')})",
+                    f"sum by (account, outcome) ({increase('spacelift_webhook_deliveries_total')})",
                     "{{account}} {{outcome}}",
                 ),
                 w=8,
