@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from exporter import health
 from exporter.areas import AREAS
 from exporter.areas.base import AreaContext, Poller
-from exporter.areas.run_ledger import ACCEPTED, WebhookObs
+from exporter.areas.run_ledger import ACCEPTED, QUEUED, WebhookObs
 from exporter.client import SpaceliftClient
 from exporter.config import Config
 from exporter.errors import PartialPermissionDenied, SpaceliftError
@@ -30,6 +31,12 @@ from exporter.statefile import StateFile, section_key
 from exporter.store import Key, Store
 
 log = logging.getLogger(__name__)
+
+# A delivery waits this long for a poll to release the run ledger, then is queued; at most
+# this many wait in the queue (more: 503, Spacelift retries later).
+WEBHOOK_WAIT = 0.05
+MAX_WEBHOOK_INBOX = 50_000
+OVERLOADED = "overloaded"
 
 
 class App:
@@ -79,6 +86,9 @@ class App:
         self._webhook_dirty: set[Key] = set()
         self._webhook_unsaved: set[Key] = set()
         self._webhook_lock = threading.Lock()
+        # Deliveries that arrived while a poll held their ledger: recorded by the flusher
+        # (which may wait), so a delivery is answered at once whatever the poll is doing.
+        self._webhook_inbox: collections.deque[tuple[str, WebhookObs]] = collections.deque()
         # Building a runs snapshot from the ledger and storing it happen together, so a poll's
         # snapshot never replaces a newer one that holds a delivery recorded meanwhile.
         self._snapshot_lock = threading.Lock()
@@ -158,22 +168,47 @@ class App:
     # -- webhook deliveries --------------------------------------------------------------
 
     def observe_webhook(self, account: str, event: WebhookObs) -> str | None:
-        """Record a verified delivery in the account's run ledger; its outcome, or None when
-        the account has no runs area."""
+        """Record a verified delivery in the account's run ledger; its outcome (QUEUED when
+        a poll holds the ledger: the flusher records and counts it), None when the account
+        has no runs area, OVERLOADED when too many wait already."""
         key = (account, "runs")
         observe = getattr(self.pollers.get(key), "observe_webhook", None)
         if observe is None:
             return None
-        outcome: str = observe(event)
-        if outcome == ACCEPTED:
+        outcome: str | None = observe(event, wait=WEBHOOK_WAIT)
+        if outcome is None:
             with self._webhook_lock:
-                self._webhook_dirty.add(key)
-                self._webhook_unsaved.add(key)
+                if len(self._webhook_inbox) >= MAX_WEBHOOK_INBOX:
+                    return OVERLOADED
+                self._webhook_inbox.append((account, event))
             self.webhook_wake.set()
+            return QUEUED
+        if outcome == ACCEPTED:
+            self._webhook_changed(key)
         return outcome
+
+    def _webhook_changed(self, key: Key) -> None:
+        with self._webhook_lock:
+            self._webhook_dirty.add(key)
+            self._webhook_unsaved.add(key)
+        self.webhook_wake.set()
+
+    def _record_queued_webhooks(self) -> None:
+        """Deliveries queued behind a poll: recorded now (waiting for the poll) and counted."""
+        while True:
+            with self._webhook_lock:
+                if not self._webhook_inbox:
+                    return
+                account, event = self._webhook_inbox.popleft()
+            key = (account, "runs")
+            outcome = self.pollers[key].observe_webhook(event)  # type: ignore[attr-defined]
+            self.self_metrics.webhook_delivery(account, outcome)
+            if outcome == ACCEPTED:
+                self._webhook_changed(key)
 
     def flush_webhooks(self, save: bool = True) -> None:
         """Serve what deliveries changed since the last flush; ``save``: write the state."""
+        self._record_queued_webhooks()
         with self._webhook_lock:
             dirty, self._webhook_dirty = self._webhook_dirty, set()
             unsaved = self._webhook_unsaved if save else set()

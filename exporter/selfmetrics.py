@@ -59,6 +59,7 @@ WEBHOOK_OUTCOMES = (
     "malformed",
     "too_large",
     "unknown_account",
+    "overloaded",
 )
 # From a run's state change to its delivery: Spacelift sends within seconds; retries after a
 # 5xx come minutes later.
@@ -68,7 +69,8 @@ WEBHOOK_DELIVERIES = MetricDef(
     "counter",
     "Spacelift webhook deliveries received, by outcome: accepted (recorded), duplicate (seen "
     "already), stale (older than what is known), bad_signature, malformed, too_large, "
-    "unknown_account (refused, nothing recorded).",
+    "unknown_account (refused, nothing recorded), overloaded (503: too many deliveries "
+    "waiting for a poll to finish; Spacelift retries).",
     ("account", "outcome"),
 )
 WEBHOOK_LAST_DELIVERY = MetricDef(
@@ -171,10 +173,16 @@ class SelfMetrics:
         self.rate_limited_total.labels(account)
 
     def webhook_delivery(
-        self, account: str, outcome: str, at: float | None = None, delay: float | None = None
+        self,
+        account: str,
+        outcome: str | None,
+        at: float | None = None,
+        delay: float | None = None,
     ) -> None:
-        """One delivery; ``at`` and ``delay`` only for correctly signed ones."""
-        self.webhook_deliveries.labels(account, outcome).inc()
+        """One delivery (``outcome`` None: counted later); ``at`` and ``delay`` only for
+        correctly signed ones."""
+        if outcome is not None:
+            self.webhook_deliveries.labels(account, outcome).inc()
         if at is not None:
             self.webhook_last.labels(account).set(at)
         if delay is not None:

@@ -60,6 +60,8 @@ STATUS = {
     "malformed": 400,
     "too_large": 413,
     "unknown_account": 400,
+    "overloaded": 503,
+    "queued": 200,  # recorded after the poll in progress; counted then, with its outcome
 }
 
 
@@ -201,7 +203,10 @@ class Receiver:
         outcome = self.sink(target.name, obs)
         if outcome is None:
             return self._refuse("unknown_account", target.name, "runs area disabled")
-        self.metrics.webhook_delivery(target.name, outcome, at=now, delay=now - obs.timestamp)
+        if outcome == "overloaded":
+            return self._refuse(outcome, target.name, "too many deliveries waiting")
+        counted = None if outcome == "queued" else outcome  # queued: counted when recorded
+        self.metrics.webhook_delivery(target.name, counted, at=now, delay=now - obs.timestamp)
         log.debug(
             "webhook delivery",
             extra={"account": target.name, "outcome": outcome, "state": obs.state},

@@ -380,3 +380,20 @@ def test_demo_honours_the_webhook_secret() -> None:
         _, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err.decode()
     assert SECRET not in err.decode()
+
+
+def test_a_delivery_is_answered_at_once_while_a_poll_holds_the_ledger(rig: Rig) -> None:
+    world = rig.world
+    assert rig.app.poll_all()
+    events: list[dict[str, Any]] = []
+    world.on_transition = lambda run, entry: events.append(run_event(world, run, entry, "sim"))
+    run_to_end(world, world.trigger_run(idle_stack(world), "TRACKED"))
+    world.on_transition = None
+    poller: Any = rig.app.pollers[("sim", "runs")]
+    with poller.lock:  # what a poll folding a large read into the ledger does
+        answers = [rig.signed(e).json()["outcome"] for e in events]
+        assert set(answers) == {"queued"}
+        assert rig.finished() == {}
+    # recorded and counted right after
+    until(lambda: sum(rig.finished().values()) == 1, timeout=10, what="recorded after the poll")
+    until(lambda: rig.outcomes() == {"accepted": len(events)}, timeout=10, what="counted")

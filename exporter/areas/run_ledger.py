@@ -285,6 +285,8 @@ class WebhookObs:
 
 # What a delivery did to the ledger (the ``outcome`` of spacelift_webhook_deliveries_total).
 ACCEPTED, DUPLICATE, STALE = "accepted", "duplicate", "stale"
+# Not recorded yet: a poll holds the ledger; recorded (and counted) right after it.
+QUEUED = "queued"
 # Deliveries for stacks the ledger does not know yet (a stack created since the last listing,
 # or one the API key cannot read) wait here for a poll to list their stack: the space label
 # comes from the listing. Bounded: the oldest goes first (polling still counts those runs).

@@ -452,12 +452,17 @@ class Poller:
 
     # -- webhook deliveries (exporter.webhooks) ------------------------------------------
 
-    def observe_webhook(self, event: WebhookObs) -> str:
+    def observe_webhook(self, event: WebhookObs, wait: float = -1) -> str | None:
         """Fold one delivery into this account's ledger (the one polls feed): accepted,
-        duplicate or stale."""
-        with self.lock:
+        duplicate or stale; None when a poll held the ledger for longer than ``wait``
+        seconds (-1: as long as it takes)."""
+        if not self.lock.acquire(timeout=wait):
+            return None
+        try:
             now = self.clock()
             return self._ledger(now).observe(event, now)
+        finally:
+            self.lock.release()
 
     def webhook_snapshot(self) -> Snapshot | None:
         """The snapshot as of now (deliveries included), over the last poll's listing; None
