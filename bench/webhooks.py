@@ -30,6 +30,7 @@ import http.client
 import json
 import multiprocessing
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -38,6 +39,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -52,6 +54,7 @@ from exporter.simulator.webhooks import run_event  # noqa: E402
 SECRET = b"bench-webhook-secret"
 PATH = ("QUEUED", "READY", "PREPARING", "INITIALIZING", "PLANNING", "FINISHED")
 HOOK = "/webhooks/spacelift"
+SPEED = 100.0  # simulated seconds per real second in the memory phase
 TERMINAL = {"FINISHED", "FAILED", "STOPPED", "CANCELED", "DISCARDED", "SKIPPED"}
 
 
@@ -162,19 +165,40 @@ def scrape_sum(base: str, name: str, **labels: str) -> float:
     return total
 
 
-def memory(world: World, base: str, pid: int, deliveries: int) -> None:
+def ledger(state: Path) -> str:
+    """What the run ledger holds, from the state file the exporter keeps writing."""
+    try:
+        sec = json.loads(state.read_text())["sections"]["bench/runs"]
+    except (OSError, ValueError, KeyError):
+        return "-"
+    done = sum(len(ids) for _, _, ids in sec["done"])
+    kib = state.stat().st_size / 1024
+    return f"{len(sec['active'])} active, {done} counted kept, {kib:.0f} KiB"
+
+
+def memory(world: World, base: str, pid: int, deliveries: int, state: Path) -> None:
     events: list[tuple[bytes, str]] = []
-    world.on_transition = lambda run, entry: events.append(
-        signed(json.dumps(run_event(world, run, entry, "bench")).encode())
-    )
-    t0 = world.clock.now()
+    ended = [0]  # runs that reached a terminal state (the truth the exporter must count)
+
+    def on_transition(run: Any, entry: dict[str, Any]) -> None:
+        events.append(signed(json.dumps(run_event(world, run, entry, "bench")).encode()))
+        ended[0] += entry["state"] in TERMINAL
+
+    world.on_transition = on_transition
+    sim0 = world.clock.now()
+    counted0 = scrape_sum(base, "spacelift_runs_finished_total")  # the throughput phase runs
+    real0 = time.monotonic()
     sent, report = 0, 20_000
-    print(f"  {'deliveries':>10} {'resident MiB':>13}")
-    print(f"  {0:>10} {rss_mib(pid):>13.1f}")
+    print(f"  {'deliveries':>10} {'resident MiB':>13} {'in progress':>11}  ledger (state file)")
+    print(f"  {0:>10} {rss_mib(pid):>13.1f} {len(world.active):>11}  {ledger(state)}")
     with ThreadPoolExecutor(10) as pool:
         while sent < deliveries:
-            while len(events) < 2_000:  # a minute of a busy account at a time
-                world.advance(60)
+            # The account's clock runs SPEED times real time (the exporter polls in real time)
+            target = sim0 + (time.monotonic() - real0) * SPEED
+            world.advance(max(0.0, target - world.clock.now()))
+            if not events:
+                time.sleep(0.05)  # nothing happened yet in the account
+                continue
             batch, events[:] = events[:], []
             # one sender per run (Spacelift sends a run's changes in order), 10 at a time
             by_run: dict[bytes, list[tuple[bytes, str]]] = {}
@@ -186,21 +210,19 @@ def memory(world: World, base: str, pid: int, deliveries: int) -> None:
             list(pool.map(lambda lane: post_all(int(base.rsplit(":", 1)[1]), lane, None), lanes))
             before, sent = sent, sent + len(batch)
             if sent // report > before // report:
-                print(f"  {sent:>10} {rss_mib(pid):>13.1f}", flush=True)
-    world.on_transition = None
+                print(
+                    f"  {sent:>10} {rss_mib(pid):>13.1f} {len(world.active):>11}  {ledger(state)}",
+                    flush=True,
+                )
     world.config.activity = 0.0
-    world.advance(4 * 3600)  # let everything in flight end (its deliveries are not sent)
-    truth = sum(
-        1
-        for st in world.stacks.values()
-        for r in st.runs
-        if r.state in TERMINAL and r.history[-1]["timestamp"] >= t0
-    )
+    world.advance(4 * 3600)  # let everything in flight end (these deliveries are not sent)
+    world.on_transition = None
+    truth = ended[0]
     # the exporter polls every 5 s: wait for the runs whose last deliveries were not sent
     deadline = time.monotonic() + 120
     counted = 0.0
     while time.monotonic() < deadline:
-        counted = scrape_sum(base, "spacelift_runs_finished_total")
+        counted = scrape_sum(base, "spacelift_runs_finished_total") - counted0
         if counted >= truth:
             break
         time.sleep(2)  # the exporter's own poll interval decides; nothing to await
@@ -214,16 +236,28 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--deliveries", type=int, default=100_000)
     a = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the exporter on the way out
 
-    # The simulated clock starts a day back and runs ahead of real time in the memory phase.
+    # The simulated clock starts now and runs ahead of real time in the memory phase (run
+    # timestamps after the exporter's baseline, as with a real account).
     world = World(
-        WorldConfig(seed=2, stacks=200, activity=400.0), SimClock(start=time.time() - 86400)
+        WorldConfig(
+            seed=2,
+            stacks=200,
+            activity=50.0,  # 100 runs a simulated minute: about 1,500 deliveries a second
+            pools=3,
+            workers_per_pool=60,  # enough workers that the queues stay short (steady state)
+            public_parallelism=300,
+        ),
+        SimClock(start=time.time()),
     )
     workdir = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
-    with Simulator(world) as sim:
+    # Tokens valid for a year of simulated time: the clock runs ahead of the exporter's.
+    with Simulator(world, token_ttl=365 * 86400) as sim:
         cfg = {
             "accounts": [{"name": "bench", "endpoint": sim.url}],
             "areas": {name: {"enabled": name == "runs", "interval": "5s"} for name in AREAS},
+            "state_file": str(workdir / "state.json"),  # its size: what the ledger holds
         }
         (workdir / "config.yml").write_text(yaml.safe_dump(cfg))
         port = free_port()
@@ -257,7 +291,7 @@ def main() -> int:
             for i, senders in enumerate((1, 10, 50)):
                 print(throughput(port, stacks, senders, a.seconds, i * 100_000), flush=True)
             print(f"\n2. memory over {a.deliveries:,} deliveries of the simulator's own runs")
-            memory(world, base, proc.pid, a.deliveries)
+            memory(world, base, proc.pid, a.deliveries, workdir / "state.json")
             outcomes = {
                 o: scrape_sum(base, "spacelift_webhook_deliveries_total", outcome=o)
                 for o in ("accepted", "duplicate", "stale", "bad_signature", "malformed")

@@ -171,3 +171,14 @@ def test_a_file_without_webhook_state_still_loads() -> None:
     raw = ledger().to_json()
     del raw["webhook_versions"], raw["webhook_pending"]
     assert Ledger.from_json(raw).pending == {}
+
+
+def test_a_run_delivered_while_a_poll_reads_is_not_dropped_by_that_poll() -> None:
+    led = ledger()
+    poll_began = T0 + 500
+    # the poll read the stack's list at poll_began; the run was created and delivered after
+    led.observe(ev("PLANNING", "r9", created=T0 + 600), T0 + 700)
+    led.apply(LISTING, [], [ListView("s1", "runs", (polled("r1"),), True)], poll_began)
+    assert "r9" in led.active  # still shown as in progress
+    assert led.observe(ev("FINISHED", "r9", created=T0 + 600), T0 + 800) == ACCEPTED
+    assert finished(led) == 2

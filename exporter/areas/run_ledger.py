@@ -572,6 +572,7 @@ class Ledger:
                     and oldest <= o.created_at <= newest
                     and rid not in seen
                     and rid not in in_queue
+                    and a.seen_at <= now  # not a delivery since the poll began (a newer run)
                 ):
                     del self.active[rid]
                     self.changed = True
