@@ -1,7 +1,7 @@
 """What the webhook receiver sustains: deliveries per second, answer times, memory.
 
 The real exporter (``python -m exporter``, its own process) receives webhooks and polls the
-simulator (this process: 200 stacks, runs interval 5 s) on loopback.
+simulator (this process: 1,000 stacks, runs interval 5 s) on loopback.
 
 1. Throughput: for 1, 10 and 50 concurrent senders (keep-alive connections, in 1 to 4
    processes of their own so the senders' Python does not slow anything else),
@@ -243,11 +243,11 @@ def main() -> int:
     world = World(
         WorldConfig(
             seed=2,
-            stacks=200,
-            activity=50.0,  # 100 runs a simulated minute: about 1,500 deliveries a second
+            stacks=1000,  # a run every 10 simulated minutes per stack: stack locks rarely queue
+            activity=10.0,  # 100 runs a simulated minute: about 1,500 deliveries a second
             pools=3,
-            workers_per_pool=60,  # enough workers that the queues stay short (steady state)
-            public_parallelism=300,
+            workers_per_pool=100,  # enough workers that queues stay short (a steady state)
+            public_parallelism=400,
         ),
         SimClock(start=time.time()),
     )
