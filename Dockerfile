@@ -6,7 +6,8 @@ COPY pyproject.toml README.md ./
 COPY exporter ./exporter
 # spacelift_build_info{revision}: docker build --build-arg REVISION=$(git rev-parse HEAD) .
 ARG REVISION=unknown
-RUN echo "$REVISION" > exporter/REVISION && pip wheel --no-cache-dir --wheel-dir /wheels .
+# The `aws` extra (boto3) too, so the image can run the ec2_ownership area.
+RUN echo "$REVISION" > exporter/REVISION && pip wheel --no-cache-dir --wheel-dir /wheels '.[aws]'
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -23,7 +24,7 @@ from exporter.areas.base import AreaContext, Poller
 from exporter.areas.run_ledger import ACCEPTED, QUEUED, WebhookObs
 from exporter.client import SpaceliftClient
 from exporter.config import Config
-from exporter.errors import PartialPermissionDenied, SpaceliftError
+from exporter.errors import PartialFailure, PartialPermissionDenied, SpaceliftError
 from exporter.exposition import Exposition
 from exporter.families import FamilyBuilder
 from exporter.selfmetrics import SelfMetrics
@@ -62,6 +63,7 @@ class App:
             self.self_metrics.init_state_file()
         for account in config.accounts:
             self.self_metrics.init_account(account.name)
+            shared: dict[str, Any] = {}  # what this account's areas share (the stack listing)
             self.clients[account.name] = SpaceliftClient(
                 account, config.http, self.self_metrics, clock=clock, transport=transport
             )
@@ -71,6 +73,10 @@ class App:
                     account.areas[area].options,
                     state=saved.get(section_key(account.name, area)),
                     clock=clock,
+                    area=area,
+                    interval=account.areas[area].interval,
+                    shared=shared,
+                    http=config.http,
                 )
                 self.pollers[(account.name, area)] = AREAS[area].create(ctx)
         self.store = Store(list(self.pollers))
@@ -105,9 +111,10 @@ class App:
         try:
             with client.budget(self.config.http.poll_timeout):
                 snapshot = self.pollers[key].poll(client)
-        except PartialPermissionDenied as exc:
+        except (PartialPermissionDenied, PartialFailure) as exc:
             duration = time.perf_counter() - started
-            self.store.partial(key, exc.snapshot, str(exc), self.clock(), duration)
+            self.store.partial(key, exc.snapshot, str(exc), self.clock(), duration, exc.kind)
+            self._save_state(key)  # what was read was folded in (the run ledger)
             log.info(
                 "poll partly refused, serving what the API key may read",
                 extra={"account": account, "area": area, "kind": exc.kind, "error": str(exc)},
@@ -117,6 +124,8 @@ class App:
             duration = time.perf_counter() - started
             self.store.failure(key, str(exc), exc.kind, duration)
             level = logging.INFO if exc.kind == "permission" else logging.WARNING
+            if exc.kind == "shutdown":  # a poll cut short because the process is stopping
+                level = logging.DEBUG
             log.log(
                 level,
                 "poll failed, serving the last good data",
@@ -238,7 +247,18 @@ class App:
         return snapshot if fresh is None else fresh
 
     def _collect_health(self, out: FamilyBuilder) -> None:
-        health.collect(self.store.items(), out)
+        health.collect(self.store.items(), out, self.unavailable_fields())
+
+    def unavailable_fields(self) -> list[tuple[str, str, str, str]]:
+        """(account, area, field, reason) of every field an area's documents go without."""
+        out: set[tuple[str, str, str, str]] = set()
+        for (account, _), poller in self.pollers.items():
+            # ``gates``: a poller using several (the shared stack listing has its own)
+            gates = getattr(poller, "gates", None) or (getattr(poller, "fields", None),)
+            for gate in gates:
+                if gate is not None:
+                    out.update((account, gate.area, u.field, u.reason) for u in gate.unavailable())
+        return sorted(out)
 
     def _collect_area(self, area: str, out: FamilyBuilder) -> None:
         """Every account's series of one area."""

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from exporter import yamlsafe
 from exporter.secret import Secret
 
@@ -211,6 +213,12 @@ class Overrides:
     scrape_timeout: str | None = None
     ca_cert_path: Path | None = None
     is_development: str | None = None
+    demo_simulator_port: int | None = None  # `demo` only: where its simulator listens
+    # Cartography's EC2 ownership flags: they enable the ec2_ownership area for every
+    # account, over the file's top-level `areas.ec2_ownership`.
+    ec2_s3_bucket: str | None = None
+    ec2_s3_prefix: str | None = None
+    ec2_aws_profile: str | None = None
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -245,7 +253,7 @@ def load(
         raw = _read_yaml(overrides.config_file) if overrides.config_file else {}
     _check_keys(raw, TOP_KEYS, "")
 
-    area_defaults = _area_table(raw.get("areas"), "areas", None)
+    area_defaults = _area_table(_ec2_flags(raw.get("areas"), overrides), "areas", None)
     accounts_raw = raw.get("accounts")
     if accounts_raw is not None and not isinstance(accounts_raw, list):
         raise ConfigError("accounts", "must be a list of accounts")
@@ -350,6 +358,30 @@ def _webhook_secret(
     return WebhookSecret(value=Secret(value), source=f"${var}")
 
 
+def read_file(path: Path) -> dict[str, Any]:
+    """The configuration file as plain data (ConfigError if unreadable or not valid YAML)."""
+    return _read_yaml(path)
+
+
+def _ec2_flags(areas: Any, overrides: Overrides) -> Any:
+    """The --spacelift-ec2-ownership-* flags over the file's `areas.ec2_ownership`."""
+    flags = {
+        "s3_bucket": overrides.ec2_s3_bucket,
+        "s3_prefix": overrides.ec2_s3_prefix,
+        "aws_profile": overrides.ec2_aws_profile,
+    }
+    given = {k: v for k, v in flags.items() if v is not None}
+    if not given or not isinstance(areas if areas is not None else {}, dict):
+        return areas
+    areas = dict(areas or {})
+    section = areas.get("ec2_ownership")
+    section = dict(section) if isinstance(section, dict) else {}
+    if "s3_bucket" in given:
+        section["enabled"] = True
+    areas["ec2_ownership"] = {**section, **given}
+    return areas
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
@@ -445,15 +477,21 @@ def _credentials(
     token = env.get(token_var)
     if token:
         return Credentials(token=Secret(token), source=f"pre-generated token from ${token_var}")
+    # Named as the user would fix it: the file's key if the file chose the variable's name,
+    # else the variable itself (the flags only rename it).
     if key_id:
         raise ConfigError(
-            f"{p}api_key_secret_env_var",
+            _named(item, p, "api_key_secret_env_var", secret_var),
             f"API key id is set but ${secret_var} is empty and no api_key_secret_file is given",
         )
     raise ConfigError(
-        f"{p}api_key_id_env_var",
+        _named(item, p, "api_key_id_env_var", id_var),
         f"no credentials: set ${id_var} and ${secret_var}, or ${token_var}",
     )
+
+
+def _named(item: Mapping[str, Any], prefix: str, key: str, variable: str) -> str:
+    return f"{prefix}{key}" if item.get(key) else f"${variable}"
 
 
 def _area_table(
@@ -502,6 +540,10 @@ def _area_table(
                 if isinstance(value, list):
                     _check_string_list(value, f"{where}.{opt_name}")
                 options[opt_name] = value
+        if enabled and spec.check is not None:
+            problem = spec.check(options)
+            if problem is not None:
+                raise ConfigError(f"{where}.{problem[0]}", problem[1])
         out[name] = AreaConfig(enabled, interval, options)
     return out
 
@@ -656,7 +698,16 @@ def normalize_endpoint(value: str, key: str) -> str:
     path = parts.path.rstrip("/")
     if not path.endswith("/graphql"):
         path += "/graphql"
-    return f"{parts.scheme}://{parts.netloc}{path}"
+    url = f"{parts.scheme}://{parts.netloc}{path}"
+    try:
+        # What the client will send to: a host httpx refuses (bad IDNA, spaces) would fail
+        # every poll as an internal error; refuse it here, where check-config sees it.
+        httpx.URL(url)
+    except (httpx.InvalidURL, ValueError):
+        raise ConfigError(key, f"not a Spacelift URL or host: {_short(value)}") from None
+    if any(c.isspace() for c in parts.netloc) or parts.port == 0:
+        raise ConfigError(key, f"not a Spacelift URL or host: {_short(value)}")
+    return url
 
 
 def account_name(endpoint: str) -> str:

@@ -257,6 +257,11 @@ LAUGHS = "".join(
             ACCOUNT + "http: {retries: " + "9" * 5000 + "}", "--config.file", id="5000-digits"
         ),
         pytest.param(ACCOUNT + "a: &a [*a]\n", "a", id="recursive-alias"),
+        pytest.param(
+            "accounts: [{endpoint: 'https://a_é.example/graphql'}]",
+            "accounts[0].endpoint",
+            id="host-httpx-refuses",
+        ),
     ],
 )
 @pytest.mark.parametrize("command", ["check-config", "run"])
@@ -270,6 +275,7 @@ def test_hostile_config_file_exits_2_naming_the_key(
 ) -> None:
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cli, "_run", lambda *a, **k: pytest.fail("run would have started"))
     path = tmp_path / "config.yml"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     assert cli.main([command, "--config.file", str(path)]) == 2

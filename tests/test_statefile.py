@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.areas.run_ledger import Ledger
 from exporter.statefile import FORMAT, StateFile, section_key
 
 
@@ -66,3 +67,11 @@ def test_hostile_state_file_gives_a_clean_start_and_a_log_line(
     with caplog.at_level(logging.WARNING):
         assert StateFile(path).load() == {}
     assert any("state file corrupt" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("count", [-3, 10**30])
+def test_a_run_ledger_with_an_absurd_counter_is_refused(count: int) -> None:
+    raw = Ledger(baseline=1_780_000_000.0).to_json()
+    raw["finished"] = [["root", "stack", "TRACKED", "FINISHED", count]]
+    with pytest.raises(ValueError):
+        Ledger.from_json(json.loads(json.dumps(raw)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from exporter.areas import (
     access,
     aggregates,
+    ec2_ownership,
     public_worker_pool,
     runs,
     stacks,
@@ -23,6 +24,7 @@ AREAS: dict[str, AreaSpec] = {
         stacks.SPEC,
         runs.SPEC,
         aggregates.SPEC,
+        ec2_ownership.SPEC,
     )
 }
 
