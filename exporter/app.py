@@ -94,6 +94,7 @@ class App:
         except (PartialPermissionDenied, PartialFailure) as exc:
             duration = time.perf_counter() - started
             self.store.partial(key, exc.snapshot, str(exc), self.clock(), duration, exc.kind)
+            self._save_state(key)  # what was read was folded in (the run ledger)
             log.info(
                 "poll partly refused, serving what the API key may read",
                 extra={"account": account, "area": area, "kind": exc.kind, "error": str(exc)},

@@ -403,6 +403,11 @@ class SpaceliftClient:
                 elif status != 200:
                     # A 4xx names what Spacelift disliked (a removed field, a bad variable).
                     self._observe(operation, "http_error", started)
+                    unknown = [e for e in _errors(content) if e.unknown_field]
+                    if unknown:
+                        # Some GraphQL servers answer a validation error with a 4xx (gqlgen:
+                        # 422): a field this release lacks, which the caller may leave out.
+                        return Result(operation, None, tuple(unknown), status)
                     messages = _error_messages(content)
                     raise QueryError(
                         f"{operation}: HTTP {status}" + (f": {messages}" if messages else "")
@@ -461,15 +466,20 @@ class SpaceliftClient:
         return ceiling / 2 + self._rng() * ceiling / 2  # "equal jitter"
 
 
-def _error_messages(content: bytes) -> str:
+def _errors(content: bytes) -> list[FieldError]:
+    """The ``errors[]`` of a non-200 answer, if it has any."""
     try:
         payload = loads(content)
     except AnswerUnreadable:
-        return ""
+        return []
     errors = payload.get("errors") if isinstance(payload, dict) else None
     if not isinstance(errors, list):
-        return ""
-    return cut("; ".join(_field_error(e).message for e in errors[:MAX_ERRORS]))
+        return []
+    return [_field_error(e) for e in errors[:MAX_ERRORS]]
+
+
+def _error_messages(content: bytes) -> str:
+    return cut("; ".join(e.message for e in _errors(content)))
 
 
 def _refused(result: Result) -> bool:
@@ -532,6 +542,21 @@ def _lifetime(jwt: str, valid_until: float, server_time: float | None, now: floa
     if issued is None:
         issued = server_time if server_time is not None else now
     return valid_until - issued
+
+
+def session_admin(client: SpaceliftClient) -> bool | None:
+    """The ``adm`` claim of the client's session JWT (Spacelift sets it on admin sessions),
+    read without verifying it; None when unknown. For ``doctor``'s "who is this key"."""
+    token = client._creds.token.reveal() if client._creds.token is not None else client._jwt
+    parts = (token or "").split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    adm = claims.get("adm") if isinstance(claims, dict) else None
+    return adm if isinstance(adm, bool) else None
 
 
 def _jwt_expiry(token: str) -> float | None:

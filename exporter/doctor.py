@@ -37,7 +37,7 @@ from graphql import GraphQLError, build_client_schema, get_introspection_query, 
 from exporter.app import App
 from exporter.areas import AREAS
 from exporter.areas.fields import remedy
-from exporter.client import SpaceliftClient
+from exporter.client import SpaceliftClient, session_admin
 from exporter.config import Config
 from exporter.errors import AuthError, SpaceliftError
 
@@ -91,10 +91,19 @@ def _account(app: App, cfg: Config, name: str) -> dict[str, Any]:
         checks.append(_check("connection", FAIL, f"{how}: Spacelift does not know this session"))
         return report
     checks.append(_check("connection", OK, f"{how} accepted"))
-    checks.append(_identity(client, cfg, account.credentials.key_id, who))
+    identity = _identity(client, cfg, account.credentials.key_id, who)
+    checks.append(identity)
     checks.append(_schema(client, cfg, account.enabled_areas()))
     for area in account.enabled_areas():
         checks.append(_probe(app, name, area))
+    if identity["machine_user"].startswith("unknown") and any(
+        "machine session" in json.dumps(c) for c in checks
+    ):
+        identity["machine_user"] = "yes (Spacelift refused fields to machine sessions)"
+    identity["detail"] = (
+        f"{identity['detail']}; admin: {identity['admin']}; "
+        f"machine user: {identity['machine_user']}"
+    )
     return report
 
 
@@ -116,7 +125,11 @@ def _identity(
             admin = machine = "unknown (the key is not in the API key list)"
     except SpaceliftError:
         pass
-    return _check("identity", OK, f"{detail}; admin: {admin}; machine user: {machine}")
+    if admin.startswith("unknown"):
+        claim = session_admin(client)
+        if claim is not None:
+            admin = ("yes" if claim else "no") + " (the session's adm claim)"
+    return _check("identity", OK, detail, admin=admin, machine_user=machine)
 
 
 def documents(areas: list[str]) -> dict[str, str]:

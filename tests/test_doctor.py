@@ -90,6 +90,7 @@ def test_machine_user_key_names_the_gaps_and_exits_1(
     lines = {line.split()[1]: line for line in out.splitlines() if line.startswith("  area ")}
     assert "degraded" in lines["stacks"] and "Stack.state refused" in lines["stacks"]
     assert "not a machine user" in out  # the remedy
+    assert "machine user: yes" in out and "admin: yes" in out  # who the key is
     assert "permission gap" in lines["usage"]
     assert "Some areas do not work" in out
     no_secrets(out, sim)

@@ -13,7 +13,7 @@ from exporter.areas import AREAS, access, aggregates, runs, stack_listing, worke
 from exporter.simulator import SimClock, Simulator, World, WorldConfig
 from exporter.simulator.server import OLD_SELF_HOSTED
 from exporter.web import landing_page
-from tests._runs_support import lab, make_app, run_to_end, scrape
+from tests._runs_support import lab, make_app, run_to_end, scrape, truth_finished
 
 START = 1_780_000_000.0
 ALL = tuple(name for name, spec in AREAS.items() if spec.enabled_by_default)
@@ -73,6 +73,18 @@ def test_older_schema_costs_only_the_series_needing_the_missing_fields(
             assert scrape(old)[name] == scrape(full)[name], name
 
 
+def test_validation_errors_sent_with_http_422_degrade_the_same_way() -> None:
+    with Simulator(world(), missing_fields=OLD_SELF_HOSTED) as old_sim:
+        old_sim.validation_status = 422  # as gqlgen-based GraphQL servers answer them
+        app = make_app(old_sim, areas=("worker_pools", "access"))
+        assert app.poll_all()
+        assert unavailable(app) == {
+            ("access", "Query.seats"): "missing",
+            ("worker_pools", "WorkerPool.schedulableRunsCount"): "missing",
+        }
+        assert scrape(app)["spacelift_worker_pool_workers"]
+
+
 def test_machine_user_key_keeps_the_stacks_area_without_stack_states(
     healthy: Simulator,
 ) -> None:
@@ -122,6 +134,42 @@ def test_one_stack_listing_serves_both_the_stacks_and_the_runs_areas(
         assert healthy.requests["SpaceliftExporterStacks"] == pages  # not once per area
         healthy.world.advance(30)
     assert len(scrape(app)["spacelift_stack_info"]) == len(healthy.world.stacks)
+
+
+def test_runs_are_counted_without_stack_states(healthy: Simulator) -> None:
+    w = healthy.world
+    healthy.gate_fields({"Stack.state"})
+    app = make_app(healthy, areas=("runs",))
+    t0 = w.clock.now()
+    assert app.poll_all()
+    sid = next(s.id for s in sorted(w.stacks.values(), key=lambda s: s.id) if s.worker_pool)
+    run_to_end(w, w.trigger_run(sid, "TRACKED"))
+    run_to_end(w, w.trigger_run(sid, "TASK"))
+    w.advance(30)
+    assert app.poll_all()
+    got = scrape(app)["spacelift_runs_finished_total"]
+    assert {k: v for k, v in got.items() if v} == truth_finished(w, t0)
+    assert unavailable(app) == {("stacks", "Stack.state"): "refused"}
+
+
+def test_failing_queues_keep_the_rest_of_the_runs_poll(healthy: Simulator) -> None:
+    w = healthy.world
+    app = make_app(healthy, areas=("runs",))
+    t0 = w.clock.now()
+    assert app.poll_all()
+    sid = next(s.id for s in sorted(w.stacks.values(), key=lambda s: s.id) if s.worker_pool)
+    run_to_end(w, w.trigger_run(sid, "TRACKED"))
+    healthy.faults.http_status(502, operation="SpaceliftExporterRunQueues", times=5)
+    assert not app.poll_all()
+    (key,) = app.pollers
+    st = app.store.get(key)
+    assert st.partial and st.error_kind == "server_error"
+    assert st.last_success == w.clock.now()  # fresh data served
+    assert sum(scrape(app)["spacelift_runs_finished_total"].values()) == sum(
+        truth_finished(w, t0).values()
+    )
+    healthy.faults.clear()
+    assert app.poll_all()
 
 
 def test_tasks_and_newest_first_history_counted_once_with_durations(healthy: Simulator) -> None:

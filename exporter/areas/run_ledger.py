@@ -367,7 +367,8 @@ class Ledger:
             if old is None:
                 if sid in self.forgotten:  # back after a gap: read what it ran meanwhile
                     want(sid, runs=True, proposed=True, tasks=True)
-                elif mark.state not in STACK_AT_REST or mark.needs_approval:
+                # (state "": Stack.state refused to the key; the sweep and queues find its runs)
+                elif (mark.state and mark.state not in STACK_AT_REST) or mark.needs_approval:
                     want(sid, runs=True, proposed=mark.needs_approval)
                 continue
             if (old.state, old.state_set_at, old.tracked_commit) != (

@@ -64,7 +64,12 @@ from exporter.areas.run_ledger import (
 from exporter.areas.stack_listing import DOCUMENT as STACKS_DOCUMENT
 from exporter.areas.stack_listing import StackListing
 from exporter.client import classify
-from exporter.errors import MalformedResponseError, PermissionDeniedError
+from exporter.errors import (
+    MalformedResponseError,
+    PartialFailure,
+    PermissionDeniedError,
+    SpaceliftError,
+)
 
 if TYPE_CHECKING:
     from exporter.client import Result, SpaceliftClient
@@ -424,6 +429,7 @@ class Poller:
     def poll(self, client: SpaceliftClient) -> Snapshot:
         now = self.clock()
         self._requests = 0
+        queue_failure: SpaceliftError | None = None
         listing = self._list_stacks(client)
         ledger = self._ledger(now)
         if len(listing) <= self.batch:
@@ -432,7 +438,16 @@ class Poller:
             wants = {sid: Want(runs=True, proposed=True, tasks=True) for sid in listing}
             ledger.add_lookups(wants, listing, set(), 0)
         else:
-            queue = self._queues(client)
+            try:
+                queue = self._queues(client)
+            except PermissionDeniedError:
+                raise
+            except SpaceliftError as exc:
+                # The queues failed, the rest of the poll need not: the last known queue
+                # stands in (no run is taken for gone from it), the run lists are read as
+                # planned, and the poll is reported failed with what it could read.
+                queue_failure = exc
+                queue = [a.obs for a in ledger.active.values() if a.in_queue]
             wants = ledger.plan(listing, queue, self.batch, now, sweep_slots=self.batch)
         views, lookups = self._read_lists(
             client, ledger, [*sorted(wants.items()), *ledger.gap_reads(listing, wants)]
@@ -442,9 +457,14 @@ class Poller:
             deep.runs = [r for r in deep.runs if r.id in ledger.active]
             if deep.refresh is not None:
                 deep.refresh = [r for r in deep.refresh if r.id in ledger.active]
-        return build_snapshot(
+        snapshot = build_snapshot(
             ledger, listing, now, stack_id_label=self.stack_id_label, requests=self._requests
         )
+        if queue_failure is not None:
+            raise PartialFailure(
+                f"worker pool queues: {queue_failure}", snapshot, queue_failure.kind
+            )
+        return snapshot
 
     def _query(
         self, client: SpaceliftClient, document: str, variables: Mapping[str, Any]

@@ -150,7 +150,8 @@ class StackListing:
     def __init__(self, account: str, clock: Callable[[], float]) -> None:
         self.gate = FieldGate(account, "stacks", clock)
         self._clock = clock
-        self.optional: dict[str, tuple[MetricDef, ...]] = {}
+        # Stack.state is optional whoever uses the listing; areas add the families needing it.
+        self.optional: dict[str, tuple[MetricDef, ...]] = {"Stack.state": ()}
         self._intervals: list[float] = []
         self._lock = threading.Lock()
         self._last: Listing | None = None

@@ -187,6 +187,7 @@ class Simulator:
         self.world = world
         self.tls = tls
         self.schema = schema_without(frozenset(missing_fields))
+        self.validation_status = 200  # HTTP status of a validation error (gqlgen sends 422)
         self.key_id, self.key_secret, self.key_name = key_id, key_secret, "spacelift-exporter"
         self.token_ttl = token_ttl
         self.host, self._port = host, port
@@ -454,8 +455,8 @@ class _Handler(BaseHTTPRequestHandler):
         if errors:
             # graphql-core quotes names 'x'; the real API (as graphql-js) writes "x"
             formatted = [{**e.formatted, "message": e.message.replace("'", '"')} for e in errors]
-            self._json(200, {"errors": formatted})
-            return 200
+            self._json(sim.validation_status, {"errors": formatted})
+            return sim.validation_status
         if op is None:
             self._json(200, {"errors": [{"message": "unknown operation"}]})
             return 200
