@@ -230,7 +230,6 @@ def test_a_signal_ends_the_process_within_seconds(
     )
     try:
         until(lambda: endpoint.requests > seen, timeout=30, what="the exporter's first request")
-        time.sleep(0.3)  # let it settle into the pause or the read (nothing to await there)
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=5)
     finally:
