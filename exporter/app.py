@@ -22,13 +22,21 @@ from exporter.areas.base import AreaContext, Poller
 from exporter.client import SpaceliftClient
 from exporter.config import Config
 from exporter.errors import PartialPermissionDenied, SpaceliftError
-from exporter.exposition import Exposition
+from exporter.exposition import Exposition, Source
 from exporter.families import FamilyBuilder
 from exporter.selfmetrics import SelfMetrics
 from exporter.statefile import StateFile, section_key
 from exporter.store import Key, Store
 
 log = logging.getLogger(__name__)
+
+API_PART = "api traffic"  # the exposition part of the exporter's own Spacelift requests
+
+
+def _let_scrapes_in() -> None:
+    """Called between slices of a large render: a sleep, unlike the interpreter's own
+    switching (every 5 ms), hands the GIL to a waiting scrape at once."""
+    time.sleep(0.0001)
 
 
 class App:
@@ -41,10 +49,13 @@ class App:
     ) -> None:
         self.config = config
         self.clock = clock
+        # Rendered per scrape: the process's CPU and memory, and anything counted outside polls.
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        self.self_metrics = SelfMetrics(self.registry)
+        # The API traffic changes only while a poll runs: it is rendered with the poll.
+        self.api_registry = CollectorRegistry()
+        self.self_metrics = SelfMetrics(self.registry, api=self.api_registry)
         self.clients: dict[str, SpaceliftClient] = {}
         self.pollers: dict[Key, Poller] = {}
         # --state.file: area state (the run ledger) restored here, saved after good polls.
@@ -66,11 +77,13 @@ class App:
                 )
                 self.pollers[(account.name, area)] = AREAS[area].create(ctx)
         self.store = Store(list(self.pollers))
-        parts: dict[str, Callable[[FamilyBuilder], None]] = {"health": self._collect_health}
+        parts: dict[str, Source] = {"health": self._collect_health}
         for area in dict.fromkeys(area for _, area in self.pollers):
             parts[area] = partial(self._collect_area, area)
-        self.exposition = Exposition(parts, self.registry)
+        parts[API_PART] = self.api_registry
+        self.exposition = Exposition(parts, self.registry, pause=_let_scrapes_in)
         self._render_lock = threading.Lock()
+        self._served: set[Key] = set()  # areas whose settled state /metrics serves
         self.exposition.refresh()
 
     def interval(self, key: Key) -> float:
@@ -116,8 +129,11 @@ class App:
             ok = True
         with self._render_lock:
             # A failed poll left the area's snapshot as it was: only the health part changed.
-            fresh = self.store.get(key).snapshot is not None and (ok or self.store.get(key).partial)
-            self.exposition.refresh("health", *((area,) if fresh else ()))
+            st = self.store.get(key)
+            fresh = st.snapshot is not None and (ok or st.partial)
+            self.exposition.refresh("health", API_PART, *((area,) if fresh else ()))
+            if st.settled:
+                self._served.add(key)  # ready means rendered: /metrics has this poll's data
         return ok
 
     def _save_state(self, key: Key) -> None:
@@ -136,8 +152,13 @@ class App:
             results = list(pool.map(self.poll, list(self.pollers)))  # every poll runs
         return all(results)
 
+    def pending(self) -> list[Key]:
+        """Areas /metrics does not serve an answer for yet (not polled successfully, or
+        polled but not rendered yet)."""
+        return [k for k, st in self.store.items() if not (st.settled and k in self._served)]
+
     def ready(self) -> bool:
-        return all(st.settled for _, st in self.store.items())
+        return not self.pending()
 
     def close(self) -> None:
         for client in self.clients.values():

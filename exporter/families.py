@@ -65,7 +65,7 @@ class FamilyBuilder:
     """Collects samples of many areas and accounts into one family per metric name.
 
     Several accounts emit the same metric; Prometheus wants each family once, so samples are
-    grouped here by definition and turned into prometheus_client families at the end.
+    grouped here by definition; ``exporter.textformat`` writes them out.
     """
 
     def __init__(self) -> None:
@@ -84,25 +84,32 @@ class FamilyBuilder:
         for metric, samples in other._samples.items():
             self._samples.setdefault(metric, []).extend(samples)
 
-    def families(self) -> Iterator[Metric]:
-        # Definitions sharing a name (an option that adds labels, set differently per
-        # account) become one family over the union of their labels; a label a sample
-        # lacks is empty, which Prometheus reads as absent.
+    def grouped(self) -> Iterator[tuple[MetricDef, list[tuple[tuple[str, ...], Any]]]]:
+        """Each family once: its definition and its (label values, value) samples, in order.
+
+        Definitions sharing a name (an option that adds labels, set differently per account)
+        become one family over the union of their labels; a label a sample lacks is empty,
+        which Prometheus reads as absent.
+        """
         by_name: dict[str, list[MetricDef]] = {}
         for metric in self._samples:
             by_name.setdefault(metric.name, []).append(metric)
         for defs in by_name.values():
             if len(defs) == 1:
-                yield _family(defs[0], self._samples[defs[0]])
+                yield defs[0], self._samples[defs[0]]
                 continue
             labels = tuple(dict.fromkeys(label for d in defs for label in d.labels))
-            merged = replace(defs[0], labels=labels)
             samples = []
             for d in defs:
                 for values, value in self._samples[d]:
                     given = dict(zip(d.labels, values, strict=True))
                     samples.append((tuple(given.get(label, "") for label in labels), value))
-            yield _family(merged, samples)
+            yield replace(defs[0], labels=labels), samples
+
+    def families(self) -> Iterator[Metric]:
+        """The families as prometheus_client objects (what ``exporter.textformat`` must match)."""
+        for metric, samples in self.grouped():
+            yield _family(metric, samples)
 
 
 def _family(metric: MetricDef, samples: Iterable[tuple[tuple[str, ...], Any]]) -> Metric:
@@ -118,12 +125,13 @@ def _family(metric: MetricDef, samples: Iterable[tuple[tuple[str, ...], Any]]) -
             c.add_metric(list(values), float(value))
         return c
     h = HistogramMetricFamily(metric.name, metric.help, labels=labels)
-    bounds = [*(_fmt_bound(b) for b in metric.buckets), "+Inf"]
+    bounds = [*(bucket_bound(b) for b in metric.buckets), "+Inf"]
     for values, value in samples:
         buckets = list(zip(bounds, value.cumulative, strict=True))
         h.add_metric(list(values), buckets, value.sum)
     return h
 
 
-def _fmt_bound(bound: float) -> str:
+def bucket_bound(bound: float) -> str:
+    """The ``le`` label of a bucket."""
     return "+Inf" if math.isinf(bound) else repr(float(bound))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import html
 import logging
 import socket
@@ -46,13 +45,13 @@ class Handler(BaseHTTPRequestHandler):
             self._send(401, b"unauthorized\n", "text/plain; charset=utf-8", send_body)
             return
         if path == app.config.telemetry_path:
-            body, ctype = app.exposition.render(self.headers.get("Accept"))
             gz = accepts_gzip(self.headers.get("Accept-Encoding"))
-            self._send(200, gzip.compress(body, 1) if gz else body, ctype, send_body, gz)
+            chunks, ctype, _ = app.exposition.body(self.headers.get("Accept"), gz)
+            self._send(200, chunks, ctype, send_body, gz)
         elif path == "/healthz":
             self._send(200, b"ok\n", "text/plain; charset=utf-8", send_body)
         elif path == "/readyz":
-            pending = [f"{a}/{r}" for (a, r), st in app.store.items() if not st.settled]
+            pending = [f"{a}/{r}" for a, r in app.pending()]
             if pending:
                 body = ("waiting for a first successful poll of: " + ", ".join(pending)).encode()
                 self._send(503, body + b"\n", "text/plain; charset=utf-8", send_body)
@@ -67,11 +66,17 @@ class Handler(BaseHTTPRequestHandler):
         self._send(405, b"method not allowed\n", "text/plain; charset=utf-8", True)
 
     def _send(
-        self, status: int, body: bytes, ctype: str, send_body: bool, gzipped: bool = False
+        self,
+        status: int,
+        body: bytes | list[bytes],
+        ctype: str,
+        send_body: bool,
+        gzipped: bool = False,
     ) -> None:
+        chunks = [body] if isinstance(body, bytes) else body  # parts written one by one
         self.send_response(status)
         self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(sum(map(len, chunks))))
         if gzipped:
             self.send_header("Content-Encoding", "gzip")
         if status == 405:
@@ -82,7 +87,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         if send_body:
-            self.wfile.write(body)
+            for chunk in chunks:
+                self.wfile.write(chunk)
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("http " + format % args)
