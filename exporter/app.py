@@ -77,9 +77,12 @@ class App:
                 )
                 self.pollers[(account.name, area)] = AREAS[area].create(ctx)
         self.store = Store(list(self.pollers))
-        parts: dict[str, Source] = {"health": self._collect_health}
+        # The parts that change at every poll come last: a gzip scrape's checksum is carried
+        # over the parts in order, and only what follows a changed part is read again.
+        parts: dict[str, Source] = {}
         for area in dict.fromkeys(area for _, area in self.pollers):
             parts[area] = partial(self._collect_area, area)
+        parts["health"] = self._collect_health
         parts[API_PART] = self.api_registry
         self.exposition = Exposition(parts, self.registry, pause=_let_scrapes_in)
         self._render_lock = threading.Lock()

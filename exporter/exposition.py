@@ -96,24 +96,24 @@ class Exposition:
         self._lock = threading.Lock()
         self._rendered: dict[str, _Part] = dict.fromkeys(self._parts, EMPTY)
         self._asked: dict[Variant, float] = {}  # variant -> when a scrape last asked for it
-        # OpenMetrics or not -> (the parts it was computed for, their CRC-32 and size)
-        self._crc: dict[bool, tuple[tuple[_Part, ...], int, int]] = {}
+        # OpenMetrics or not -> for each part in order: (part, CRC-32 and size up to its end)
+        self._crc: dict[bool, list[tuple[_Part, int, int]]] = {}
         self._crc_lock = threading.Lock()
 
     def refresh(self, *names: str) -> None:
         """Re-render the named parts (all of them when none is named)."""
+        now = time.monotonic()
+        warm = [variant for variant, asked in list(self._asked.items()) if now - asked < _KEEP_WARM]
         for name in names or tuple(self._parts):
             part = _Part(self._render(self._parts[name]))
-            now = time.monotonic()
-            for variant, asked in list(self._asked.items()):
-                if now - asked < _KEEP_WARM:
-                    part.get(variant)
+            for variant in warm:
+                part.get(variant)
             with self._lock:
                 self._rendered[name] = part
-                parts = tuple(self._rendered.values())
-        for om, gz in list(self._asked):
-            if gz and now - self._asked[(om, gz)] < _KEEP_WARM:
-                self._crc_of(parts, om)
+        with self._lock:
+            parts = tuple(self._rendered.values())
+        for om in {om for om, gz in warm if gz}:
+            self._crc_of(parts, om)
 
     def _render(self, source: Source) -> Rendered:
         if isinstance(source, CollectorRegistry):
@@ -126,7 +126,8 @@ class Exposition:
 
     def body(self, accept: str | None, gzip: bool) -> tuple[list[bytes], str, str | None]:
         """A scrape's body as chunks to write in order, its Content-Type, and its
-        Content-Encoding ("gzip" or None). The last chunk is the per-scrape process part."""
+        Content-Encoding ("gzip" or None). The pre-rendered parts are referenced, not copied;
+        the process part is rendered (and compressed) here."""
         om = wants_openmetrics(accept or "")
         variant = (om, gzip)
         self._asked[variant] = time.monotonic()
@@ -139,30 +140,54 @@ class Exposition:
             live = text_format.generate_latest(self._live)
         content_type = OPENMETRICS_TYPE if om else TEXT_TYPE
         if not gzip:
-            return [*chunks, live], content_type, None
+            return _coalesce([*chunks, live]), content_type, None
         crc, size = self._crc_of(parts, om)
         trailer = struct.pack("<II", zlib.crc32(live, crc), (size + len(live)) & 0xFFFFFFFF)
         last = _deflate(live, zlib.Z_FINISH) + trailer
-        return [_GZIP_HEADER, *chunks, last], content_type, "gzip"
+        return _coalesce([_GZIP_HEADER, *chunks, last]), content_type, "gzip"
 
     def _crc_of(self, parts: tuple[_Part, ...], om: bool) -> tuple[int, int]:
-        """CRC-32 and size of the pre-rendered parts in one format, computed once per change."""
+        """CRC-32 and size of the pre-rendered parts in one format. Kept per prefix of the
+        parts, so a change to a later part (poll health, after every poll) scans only the
+        parts from it on."""
         with self._crc_lock:
-            cached = self._crc.get(om)
-            if cached is not None and cached[0] == parts:
-                return cached[1], cached[2]
+            cached = self._crc.get(om, [])
             crc = size = 0
-            for part in parts:
-                data = part.get((om, False))
-                crc = zlib.crc32(data, crc)
-                size += len(data)
-            self._crc[om] = (parts, crc, size)
+            intact = True  # the parts so far are those the cache was computed for
+            prefix: list[tuple[_Part, int, int]] = []
+            for i, part in enumerate(parts):
+                intact = intact and i < len(cached) and cached[i][0] is part
+                if intact:
+                    _, crc, size = cached[i]
+                else:
+                    data = part.get((om, False))
+                    crc, size = zlib.crc32(data, crc), size + len(data)
+                prefix.append((part, crc, size))
+            self._crc[om] = prefix
             return crc, size
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The whole exposition as one uncompressed bytes object (``once``, tests)."""
         chunks, content_type, _ = self.body(accept, gzip=False)
         return b"".join(chunks), content_type
+
+
+def _coalesce(chunks: list[bytes], small: int = 65536) -> list[bytes]:
+    """Small neighbours joined (a copy of a few KB): fewer writes per scrape, each of which
+    has to take the GIL back from a render in progress. Large parts stay as they are."""
+    out: list[bytes] = []
+    pending: list[bytes] = []
+    for chunk in chunks:
+        if len(chunk) < small:
+            pending.append(chunk)
+            continue
+        if pending:
+            out.append(b"".join(pending))
+            pending = []
+        out.append(chunk)
+    if pending:
+        out.append(b"".join(pending))
+    return out
 
 
 def _deflate(data: bytes, flush: int) -> bytes:

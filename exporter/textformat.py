@@ -62,14 +62,16 @@ def render(
     """Write ``FamilyBuilder.grouped()``; ``pause`` is called every ``SLICE`` samples."""
     chunks: list[bytes] = []
     edits: list[tuple[int, int, bytes]] = []
-    size = 0
+    size = written = 0
     for metric, samples in families:
         if _plain(metric):
             text_head, om_head, lines = _header(metric, "text"), _header(metric, "om"), []
             for i in range(0, len(samples), SLICE):
                 lines += _lines(metric, samples[i : i + SLICE])
-                if pause is not None:
+                written += min(SLICE, len(samples) - i)
+                if pause is not None and written >= SLICE:
                     pause()
+                    written = 0
             head = text_head.encode()
             body = head + "".join(lines).encode()
             om = om_head.encode()

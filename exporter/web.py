@@ -109,6 +109,10 @@ class Server(ThreadingHTTPServer):
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = super().get_request()
+        # A response is written in several pieces (headers, then each part of /metrics):
+        # without this, Nagle's algorithm holds each small piece back for the client's
+        # delayed ACK (40 ms).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.auth.refresh()  # a changed web config applies from this connection on
         if self.auth.ssl is not None:
             # The handshake happens in the handler's thread, not in the accept loop.

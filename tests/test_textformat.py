@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import math
 from collections.abc import Iterable
 
@@ -12,13 +11,8 @@ from prometheus_client.core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
-from exporter.app import App
 from exporter.families import FamilyBuilder, HistogramValue, MetricDef, counter, gauge, histogram
-from exporter.simulator import SimClock, Simulator
 from exporter.textformat import render
-from tests.conftest import make_app
-
-OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
 
 class _Families(Collector):
@@ -87,29 +81,3 @@ def test_a_histogram_with_the_wrong_bucket_count_is_refused() -> None:
     out.add(histogram("spacelift_x_seconds", "x", (1.0,)), ("acc",), HistogramValue((1,), 1.0))
     with pytest.raises(ValueError, match="bucket"):
         render(out.grouped())
-
-
-def test_the_served_exposition_matches_prometheus_client_part_by_part(
-    sim: Simulator, clock: SimClock
-) -> None:
-    """Every area of a real poll, as served, against prometheus_client's rendering; and the
-    gzip body is one valid stream of the same bytes."""
-    app: App = make_app(sim, clock)
-    try:
-        assert app.poll_all()
-        for collect in app.exposition._parts.values():
-            if callable(collect):
-                builder = FamilyBuilder()
-                collect(builder)
-                assert_identical(builder)
-        for accept in (None, OPENMETRICS):
-            plain, ctype, encoding = app.exposition.body(accept, gzip=False)
-            zipped, zipped_type, zipped_encoding = app.exposition.body(accept, gzip=True)
-            assert (encoding, zipped_type, zipped_encoding) == (None, ctype, "gzip")
-            # One gzip stream of the same bytes (the last part, the process's own, is read
-            # at each scrape and differs).
-            served = gzip.decompress(b"".join(zipped))
-            assert served.startswith(b"".join(plain[:-1]))
-            assert served.endswith(b"# EOF\n") == (accept == OPENMETRICS)
-    finally:
-        app.close()
