@@ -346,10 +346,14 @@ def poll_cpu(app: Any) -> dict[str, dict[str, float]]:
     try:
         for key in app.pollers:
             spent.clear()
-            t0 = time.thread_time()
+            t0, wall = time.thread_time(), time.perf_counter()
             app.poll(key)
-            total = time.thread_time() - t0
-            out[key[1]] = {"cpu_s": total, **{k: v / total for k, v in spent.items()}}
+            total, wall = time.thread_time() - t0, time.perf_counter() - wall
+            out[key[1]] = {
+                "cpu_s": total,
+                "wall_s": wall,
+                **{k: v / total for k, v in spent.items()},
+            }
     finally:
         json.loads = real_loads
         app.exposition.refresh = real_refresh
@@ -436,15 +440,18 @@ def report(rows: list[dict[str, Any]]) -> None:
     )
 
     print("\nCPU per poll (the polling thread; shares of it: JSON parsing, rendering)")
-    print(f"{'stacks':>7} {'area':<20} {'CPU ms':>8} {'json':>6} {'render':>7} {'other':>6}")
+    print(
+        f"{'stacks':>7} {'area':<20} {'poll s':>7} {'CPU ms':>8} {'json':>6} {'render':>7}"
+        f" {'other':>6}"
+    )
     for r in rows:
         for area, a in r["areas"].items():
             json_share, render_share = a.get("json", 0.0), a.get("render", 0.0)
             print(
-                f"{r['stacks']:>7} {area:<20} {a['cpu_s'] * 1000:>8.1f} {json_share:>6.0%}"
-                f" {render_share:>7.0%} {1 - json_share - render_share:>6.0%}"
+                f"{r['stacks']:>7} {area:<20} {a['wall_s']:>7.2f} {a['cpu_s'] * 1000:>8.1f}"
+                f" {json_share:>6.0%} {render_share:>7.0%} {1 - json_share - render_share:>6.0%}"
             )
-    print("other: HTTP, building snapshots and collecting samples.")
+    print("poll s: wall time against the simulator; other: HTTP, building snapshots, collecting.")
     capacity(rows[-1])
 
 

@@ -69,20 +69,30 @@ class FamilyBuilder:
     """
 
     def __init__(self) -> None:
-        self._samples: dict[MetricDef, list[tuple[tuple[str, ...], Any]]] = {}
+        # Keyed by the definition's identity: hashing a MetricDef (a tuple of every field)
+        # for each of 60,000 samples cost more than the rest of add(). Equal definitions
+        # added through different objects are merged in grouped().
+        self._samples: dict[int, tuple[MetricDef, list[tuple[tuple[str, ...], Any]]]] = {}
 
     def add(self, metric: MetricDef, labels: Sequence[str], value: float | HistogramValue) -> None:
         if len(labels) != len(metric.labels):
             raise ValueError(f"{metric.name}: expected labels {metric.labels}, got {labels}")
-        self._samples.setdefault(metric, []).append((tuple(labels), value))
+        entry = self._samples.get(id(metric))
+        if entry is None:
+            entry = self._samples[id(metric)] = (metric, [])
+        entry[1].append((tuple(labels), value))
 
     def declare(self, metric: MetricDef) -> None:
         """Emit the family even with no samples (HELP/TYPE only), so it is discoverable."""
-        self._samples.setdefault(metric, [])
+        if id(metric) not in self._samples:
+            self._samples[id(metric)] = (metric, [])
 
     def extend(self, other: FamilyBuilder) -> None:
-        for metric, samples in other._samples.items():
-            self._samples.setdefault(metric, []).extend(samples)
+        for key, (metric, samples) in other._samples.items():
+            if key in self._samples:
+                self._samples[key][1].extend(samples)
+            else:
+                self._samples[key] = (metric, list(samples))
 
     def grouped(self) -> Iterator[tuple[MetricDef, list[tuple[tuple[str, ...], Any]]]]:
         """Each family once: its definition and its (label values, value) samples, in order.
@@ -91,17 +101,23 @@ class FamilyBuilder:
         become one family over the union of their labels; a label a sample lacks is empty,
         which Prometheus reads as absent.
         """
+        by_def: dict[MetricDef, list[tuple[tuple[str, ...], Any]]] = {}
+        for metric, samples in self._samples.values():
+            if metric in by_def:
+                by_def[metric] = by_def[metric] + samples
+            else:
+                by_def[metric] = samples
         by_name: dict[str, list[MetricDef]] = {}
-        for metric in self._samples:
+        for metric in by_def:
             by_name.setdefault(metric.name, []).append(metric)
         for defs in by_name.values():
             if len(defs) == 1:
-                yield defs[0], self._samples[defs[0]]
+                yield defs[0], by_def[defs[0]]
                 continue
             labels = tuple(dict.fromkeys(label for d in defs for label in d.labels))
             samples = []
             for d in defs:
-                for values, value in self._samples[d]:
+                for values, value in by_def[d]:
                     given = dict(zip(d.labels, values, strict=True))
                     samples.append((tuple(given.get(label, "") for label in labels), value))
             yield replace(defs[0], labels=labels), samples

@@ -32,6 +32,7 @@ Samples = list[tuple[tuple[str, ...], Any]]
 _PLAIN_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 # Samples written between two calls of ``pause`` (a chance for scrapes to take the GIL).
 SLICE = 2000
+_SMALL_INTS = {i: f"{i}.0" for i in range(1024)}  # go_float(i), for ints only (not -0.0)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def render(
         if _plain(metric):
             text_head, om_head, lines = _header(metric, "text"), _header(metric, "om"), []
             for i in range(0, len(samples), SLICE):
-                lines += _lines(metric, samples[i : i + SLICE])
+                lines.append(_lines(metric, samples[i : i + SLICE]))
                 written += min(SLICE, len(samples) - i)
                 if pause is not None and written >= SLICE:
                     pause()
@@ -115,6 +116,11 @@ def _escape(value: str) -> str:
     return value
 
 
+def _value(value: float, small: Callable[[int], str | None] = _SMALL_INTS.get) -> str:
+    # Most values are small counts and flags (ints): a table lookup instead of formatting.
+    return (small(value) if value.__class__ is int else None) or go_float(value)
+
+
 def go_float(value: float) -> str:
     """prometheus_client's ``floatToGoString``: Go's formatting of a sample value."""
     d = float(value)
@@ -131,21 +137,29 @@ def go_float(value: float) -> str:
 _SPECIAL = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}
 
 
-def _lines(metric: MetricDef, samples: Samples) -> list[str]:
+def _lines(metric: MetricDef, samples: Samples) -> str:
     _, name = _names(metric)
     labels = metric.labels
     order = sorted(range(len(labels)), key=labels.__getitem__)
     if metric.kind == "histogram":
-        return _histogram_lines(metric, name, [labels[i] for i in order], order, samples)
-    fmt = go_float
+        return "".join(_histogram_lines(metric, name, [labels[i] for i in order], order, samples))
+    value = _value
     if not labels:
-        return [f"{name} {fmt(value)}\n" for _, value in samples]
+        return "".join([f"{name} {value(v)}\n" for _, v in samples])
     template = name + "{" + ",".join(f'{labels[i]}="%s"' for i in order) + "} %s\n"
-    esc = _escape
-    if len(order) == 1:
-        return [template % (esc(values[0]), fmt(value)) for values, value in samples]
-    pick = itemgetter(*order)
-    return [template % (*map(esc, pick(values)), fmt(value)) for values, value in samples]
+    pick = itemgetter(*order) if len(order) > 1 else lambda values: (values[0],)
+    # Label values rarely hold a quote, a backslash or a newline: write them as they are, and
+    # count those characters in the result; only if a value had one, write them escaped.
+    lines = "".join([template % (*pick(values), value(v)) for values, v in samples])
+    if (
+        "\\" in lines
+        or lines.count("\n") != len(samples)
+        or lines.count('"') != 2 * len(labels) * len(samples)
+    ):
+        lines = "".join(
+            [template % (*map(_escape, pick(values)), value(v)) for values, v in samples]
+        )
+    return lines
 
 
 def _histogram_lines(

@@ -81,3 +81,15 @@ def test_a_histogram_with_the_wrong_bucket_count_is_refused() -> None:
     out.add(histogram("spacelift_x_seconds", "x", (1.0,)), ("acc",), HistogramValue((1,), 1.0))
     with pytest.raises(ValueError, match="bucket"):
         render(out.grouped())
+
+
+def test_equal_definitions_from_different_objects_are_one_family() -> None:
+    """Two collectors (or accounts) building the same definition separately share a family."""
+    out, other = FamilyBuilder(), FamilyBuilder()
+    out.add(gauge("spacelift_test_pools", "Pools.", "pool"), ("a", "p1"), 1)
+    other.add(gauge("spacelift_test_pools", "Pools.", "pool"), ("b", "p2"), 2)
+    out.extend(other)
+    text = render(out.grouped()).text.decode()
+    assert text.count("# TYPE spacelift_test_pools gauge") == 1
+    assert 'account="a",pool="p1"} 1.0' in text and 'account="b",pool="p2"} 2.0' in text
+    assert_identical(out)
