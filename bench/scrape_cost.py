@@ -305,18 +305,23 @@ def measure_in_process(endpoint: str, scrapes: int) -> dict[str, Any]:
         pid = os.getpid()
         out["idle"] = timing(port, "/metrics", pid, PROMETHEUS_ACCEPT, True, scrapes)
         stop = threading.Event()
+        renders = []
 
         def rerender() -> None:
             while not stop.is_set():
                 exposition.refresh()
+                renders.append(1)
 
         loop = threading.Thread(target=rerender)
         loop.start()
         try:
+            t0 = time.perf_counter()
             out["busy"] = timing(port, "/metrics", pid, PROMETHEUS_ACCEPT, True, scrapes)
+            out["busy"]["seconds"] = time.perf_counter() - t0
         finally:
             stop.set()
             loop.join()
+        out["busy"]["renders"] = len(renders)
         server.shutdown()
         server.server_close()
     finally:
@@ -404,18 +409,20 @@ def report(rows: list[dict[str, Any]]) -> None:
     print("\nRe-render and the GIL (scrapes: gzip, Prometheus's Accept header)")
     print(
         f"{'stacks':>7} {'collect ms':>10} {'re-render ms':>12} | {'idle p50':>8} {'idle p99':>8}"
-        f" | {'busy p50':>8} {'busy p99':>8} {'p99 ratio':>9}"
+        f" | {'busy p50':>8} {'busy p99':>8} {'p99 ratio':>9} {'renders':>12}"
     )
     for r in rows:
         i, b = r["idle"], r["busy"]
+        renders = f"{b['renders']} in {b['seconds']:.1f}s"
         print(
             f"{r['stacks']:>7} {r['collect_ms']:>10.0f} {r['render_ms']:>12.0f} |"
             f" {i['p50']:>8.2f} {i['p99']:>8.2f} | {b['p50']:>8.2f} {b['p99']:>8.2f}"
-            f" {ratio(b['p99'], i['p99']):>9}"
+            f" {ratio(b['p99'], i['p99']):>9} {renders:>12}"
         )
     print(
         "collect: the collectors alone; re-render: every part again, collectors included, as "
-        "the poll thread pays it (CPU ms); busy: scrapes while re-renders run in a loop."
+        "the poll thread pays it (CPU ms); busy: scrapes while re-renders run in a loop "
+        "(renders: how many completed meanwhile)."
     )
 
     print("\nStart-up and memory (exporter process; the simulator runs in another)")

@@ -33,12 +33,6 @@ log = logging.getLogger(__name__)
 API_PART = "api traffic"  # the exposition part of the exporter's own Spacelift requests
 
 
-def _let_scrapes_in() -> None:
-    """Called between slices of a large render: a sleep, unlike the interpreter's own
-    switching (every 5 ms), hands the GIL to a waiting scrape at once."""
-    time.sleep(0.0001)
-
-
 class App:
     def __init__(
         self,
@@ -84,7 +78,7 @@ class App:
             parts[area] = partial(self._collect_area, area)
         parts["health"] = self._collect_health
         parts[API_PART] = self.api_registry
-        self.exposition = Exposition(parts, self.registry, pause=_let_scrapes_in)
+        self.exposition = Exposition(parts, self.registry)
         self._render_lock = threading.Lock()
         self._served: set[Key] = set()  # areas whose settled state /metrics serves
         self.exposition.refresh()
@@ -177,7 +171,7 @@ class App:
                 continue
             # Each account renders into its own builder: a bug in the collector drops that
             # account's series of the area (and says so in the log), nothing else.
-            scratch = FamilyBuilder()
+            scratch = FamilyBuilder(out.pause)
             try:
                 self.pollers[key].collect(st.snapshot, scratch)
             except Exception:

@@ -40,6 +40,11 @@ _EOF = b"# EOF\n"
 GZIP_LEVEL = 1  # each part is compressed once per change; 1 is ~4x faster than 6, ~15% larger
 # Magic, deflate, no flags, mtime 0, "fastest" (level 1), OS unknown: no clock in the output.
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xff"
+# A render steps aside (sleeping _STEP at a time) while a scrape began within
+# _SCRAPE_GRACE, for at most _MAX_DEFER each time it checks (every thousand samples).
+_STEP = 0.0002
+_SCRAPE_GRACE = 0.01
+_MAX_DEFER = 0.05
 # A variant (format, encoding) asked for within this many seconds is built by the refresh
 # itself, so the scrape after a re-render finds it ready.
 _KEEP_WARM = 600.0
@@ -84,15 +89,10 @@ class Exposition:
     their renderings is a valid exposition in either format.
     """
 
-    def __init__(
-        self,
-        parts: Mapping[str, Source],
-        live: Collector,
-        pause: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, parts: Mapping[str, Source], live: Collector) -> None:
         self._parts = dict(parts)
         self._live = live
-        self._pause = pause
+        self._last_scrape = -1e9  # time.monotonic() when the last scrape began
         self._lock = threading.Lock()
         self._rendered: dict[str, _Part] = dict.fromkeys(self._parts, EMPTY)
         self._asked: dict[Variant, float] = {}  # variant -> when a scrape last asked for it
@@ -120,17 +120,33 @@ class Exposition:
             text = text_format.generate_latest(source)
             om: bytes = openmetrics.generate_latest(source)  # type: ignore[no-untyped-call]
             return Rendered(text, ((0, len(text), om.removesuffix(_EOF)),))
-        out = FamilyBuilder()
+        out = FamilyBuilder(self._yield_to_scrapes)
         source(out)
-        return render(out.grouped(), self._pause)
+        return render(out.grouped(), self._yield_to_scrapes)
+
+    def _yield_to_scrapes(self) -> None:
+        """Called by a render every thousand samples (about a millisecond of work).
+
+        Scrapes go first. A scrape releases the GIL at each of its system calls (reading
+        the request, /proc for the process metrics, writing the body), and the interpreter
+        hands it back from a busy thread only every 5 ms: a scrape during a render would
+        wait that long a dozen times. Here the render steps aside: a short sleep lets a
+        waiting scrape in, then it sleeps on while a scrape began in the last few
+        milliseconds (at most ``_MAX_DEFER`` per call, so a render always progresses).
+        """
+        time.sleep(_STEP)
+        deadline = time.monotonic() + _MAX_DEFER
+        while (now := time.monotonic()) - self._last_scrape < _SCRAPE_GRACE and now < deadline:
+            time.sleep(_STEP)
 
     def body(self, accept: str | None, gzip: bool) -> tuple[list[bytes], str, str | None]:
         """A scrape's body as chunks to write in order, its Content-Type, and its
         Content-Encoding ("gzip" or None). The pre-rendered parts are referenced, not copied;
         the process part is rendered (and compressed) here."""
+        self._last_scrape = started = time.monotonic()
         om = wants_openmetrics(accept or "")
         variant = (om, gzip)
-        self._asked[variant] = time.monotonic()
+        self._asked[variant] = started
         with self._lock:
             parts = tuple(self._rendered.values())
         chunks = [data for data in (part.get(variant) for part in parts) if data]

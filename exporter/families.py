@@ -9,7 +9,7 @@ nothing of the exporter, so the flow reads one way: definitions -> areas -> app.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -61,6 +61,9 @@ class HistogramValue:
     sum: float
 
 
+PAUSE_EVERY = 1000  # samples: about a millisecond of collecting or writing
+
+
 class FamilyBuilder:
     """Collects samples of many areas and accounts into one family per metric name.
 
@@ -68,15 +71,24 @@ class FamilyBuilder:
     grouped here by definition; ``exporter.textformat`` writes them out.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pause: Callable[[], None] | None = None) -> None:
+        """``pause``: called every ``PAUSE_EVERY`` samples added (the exposition lets
+        scrapes take the GIL there)."""
         # Keyed by the definition's identity: hashing a MetricDef (a tuple of every field)
         # for each of 60,000 samples cost more than the rest of add(). Equal definitions
         # added through different objects are merged in grouped().
         self._samples: dict[int, tuple[MetricDef, list[tuple[tuple[str, ...], Any]]]] = {}
+        self.pause = pause
+        self._countdown = PAUSE_EVERY
 
     def add(self, metric: MetricDef, labels: Sequence[str], value: float | HistogramValue) -> None:
         if len(labels) != len(metric.labels):
             raise ValueError(f"{metric.name}: expected labels {metric.labels}, got {labels}")
+        if self.pause is not None:
+            self._countdown -= 1
+            if not self._countdown:
+                self._countdown = PAUSE_EVERY
+                self.pause()
         entry = self._samples.get(id(metric))
         if entry is None:
             entry = self._samples[id(metric)] = (metric, [])

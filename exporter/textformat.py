@@ -24,14 +24,13 @@ from prometheus_client.core import Metric
 from prometheus_client.openmetrics import exposition as _om
 from prometheus_client.registry import Collector
 
-from exporter.families import HistogramValue, MetricDef, bucket_bound
+from exporter.families import PAUSE_EVERY, HistogramValue, MetricDef, bucket_bound
 
 Samples = list[tuple[tuple[str, ...], Any]]
 
 # Names the fast path writes as they are; anything else goes through prometheus_client.
 _PLAIN_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
-# Samples written between two calls of ``pause`` (a chance for scrapes to take the GIL).
-SLICE = 2000
+SLICE = PAUSE_EVERY  # samples written between two calls of ``pause``
 _SMALL_INTS = {i: f"{i}.0" for i in range(1024)}  # go_float(i), for ints only (not -0.0)
 
 
