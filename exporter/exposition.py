@@ -105,6 +105,7 @@ class Exposition:
         now = time.monotonic()
         warm = [variant for variant, asked in list(self._asked.items()) if now - asked < _KEEP_WARM]
         for name in names or tuple(self._parts):
+            self._yield_to_scrapes()  # small parts have no checkpoint of their own
             part = _Part(self._render(self._parts[name]))
             for variant in warm:
                 part.get(variant)
