@@ -459,26 +459,56 @@ def report(rows: list[dict[str, Any]]) -> None:
                 f" {json_share:>6.0%} {render_share:>7.0%} {1 - json_share - render_share:>6.0%}"
             )
     print("poll s: wall time against the simulator; other: HTTP, building snapshots, collecting.")
-    capacity(rows[-1])
+    capacity(rows)
 
 
-def capacity(r: dict[str, Any]) -> None:
-    """The largest account one core serves, from the largest size measured: polls at the
-    default intervals (stacks 60 s) plus a Prometheus scrape every 15 s, scaled linearly."""
+def capacity(rows: list[dict[str, Any]]) -> None:
+    """The largest account one process serves on one core, with every area at its default
+    interval (stacks 60 s, runs 30 s) and a gzip scrape every 15 s.
+
+    Each area's CPU and wall time per poll are extrapolated from the two largest sizes as
+    a power law (a and b at sizes n and m: a * (x / n) ** log(b / a, m / n)), since some grow
+    faster than the account. Two limits: the CPU of all polls fits in one core, and each
+    poll finishes within its interval (at the simulator's speed: Spacelift's own latency
+    per page decides that one in production)."""
+    import math
+
     from exporter.areas import AREAS
 
-    per_minute = sum(
-        a["cpu_s"] * 60 / AREAS[area].default_interval for area, a in r["areas"].items()
+    if len(rows) < 2:
+        return
+    small, big = rows[-2], rows[-1]
+    n, m = small["stacks"], big["stacks"]
+
+    def at(x: float, area: str, key: str) -> float:
+        a, b = small["areas"][area][key], big["areas"][area][key]
+        k = math.log(b / a) / math.log(m / n) if a > 0 and b > 0 else 1.0
+        return float(b * (x / m) ** k)
+
+    def cpu_per_minute(x: float) -> float:
+        polls = sum(
+            at(x, area, "cpu_s") * 60 / AREAS[area].default_interval for area in big["areas"]
+        )
+        return polls + big["exporter"]["gzip"]["cpu"] / 1000 * 4 * x / m
+
+    def largest(fits: Callable[[float], bool]) -> int:
+        x = float(m)
+        while fits(x * 1.01) and x < 1e8:
+            x *= 1.01
+        return int(x // 1000 * 1000)
+
+    by_cpu = largest(lambda x: cpu_per_minute(x) <= 60)
+    slowest = max(big["areas"], key=lambda a: big["areas"][a]["wall_s"] / AREAS[a].default_interval)
+    by_wall = largest(
+        lambda x: all(at(x, a, "wall_s") <= AREAS[a].default_interval for a in big["areas"])
     )
-    per_minute += r["exporter"]["gzip"]["cpu"] / 1000 * 4
-    per_stack = per_minute / r["stacks"]
-    largest = int(60 / per_stack / 1000) * 1000
     print(
-        f"\nOne core: at {r['stacks']} stacks the exporter spends {per_minute:.1f} CPU s per "
-        f"minute "
-        f"(every area at its default interval, stacks every 60 s, runs every 30 s, one gzip "
-        f"scrape every 15 s): about {per_stack * 1000:.2f} CPU s per 1,000 stacks per minute, so "
-        f"one process on one core keeps up with about {largest:,} stacks (linear scaling)."
+        f"\nOne core, stacks every 60 s (every area at its default interval, a gzip scrape every "
+        f"15 s): at {m:,} stacks the exporter uses {cpu_per_minute(m):.1f} CPU s per minute "
+        f"({cpu_per_minute(m) / 60:.0%} of a core). Extrapolated: the CPU fits one core up to "
+        f"about {by_cpu:,} stacks; every poll finishes within its interval up to about "
+        f"{by_wall:,} stacks ({slowest} first, at the simulator's speed). Largest account one "
+        f"process serves: about {min(by_cpu, by_wall):,} stacks."
     )
 
 
@@ -487,6 +517,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--big", default="", help="larger sizes, e.g. 50000 (run last)")
     parser.add_argument("--scrapes", type=int, default=200)
+    parser.add_argument("--save", help="also write the figures to this JSON file")
+    parser.add_argument("--report", help="print the tables of a file written by --save")
     parser.add_argument("--client", nargs=6, help=argparse.SUPPRESS)
     parser.add_argument("--serve-static", help=argparse.SUPPRESS)
     parser.add_argument("--serve-client-python", help=argparse.SUPPRESS)
@@ -498,11 +530,15 @@ def main() -> None:
         return static_main(args.serve_static)
     if args.serve_client_python:
         return client_python_main(args.serve_client_python)
+    if args.report:
+        return report(json.loads(Path(args.report).read_text()))
     sizes = [int(s) for s in f"{args.sizes},{args.big}".strip(",").split(",")]
     rows = []
     for n in sizes:
         print(f"measuring {n} stacks...", file=sys.stderr, flush=True)
         rows.append(measure(n, args.scrapes))
+        if args.save:
+            Path(args.save).write_text(json.dumps(rows))
     report(rows)
 
 
