@@ -4,13 +4,18 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# spacelift_build_info{revision}: docker build --build-arg REVISION=$(git rev-parse HEAD) .
+ARG REVISION=unknown
+# The `aws` extra (boto3) too, so the image can run the ec2_ownership area.
+RUN echo "$REVISION" > exporter/REVISION && pip wheel --no-cache-dir --wheel-dir /wheels '.[aws]'
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin exporter
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+# The official image's command (/usr/bin/spacelift-promex serve) works in this one too.
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+  && ln -s "$(command -v spacelift-exporter)" /usr/bin/spacelift-promex
 USER 10001
 EXPOSE 9953
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \

@@ -229,6 +229,18 @@ def rules() -> list[Group]:
                 OVERVIEW,
                 dashboard_vars=("job",),
             ),
+            Rule(
+                "SpaceliftWebConfigReloadFailed",
+                "spacelift_web_config_last_reload_successful{JOB} == 0",
+                "10m",
+                "warning",
+                "The Spacelift exporter refused a change of its web config.",
+                "Exporter {{ $labels.instance }} refused the last change of its "
+                "--web.config.file: the previous TLS and basic auth settings are still in "
+                "force, and a restart now would fail to start. Its log says what is wrong.",
+                OVERVIEW,
+                dashboard_vars=("job",),
+            ),
         ],
     )
 
@@ -431,6 +443,35 @@ def rules() -> list[Group]:
                 STACKS,
             ),
         ],
+    )
+
+    # EC2 ownership (issue 10): instances a stack's runs launched that outlive its destroy.
+    destroys = 'spacelift_runs_finished_total{JOB, run_type="DESTROY", state="FINISHED"}'
+    per_stack = f"max by ({TARGET}, account, stack_id)"
+    stacks.rules.append(
+        Rule(
+            "SpaceliftStackDestroyLeftInstances",
+            # A destroy run finished within 30 days (or since its series began), nothing
+            # has changed the stack's state for a day since, and instances its runs
+            # launched are still not terminated in the CloudTrail exports.
+            "spacelift_ec2_instances_launched_not_terminated{JOB} > 0\n"
+            f"and on ({TARGET}, account, stack_id)\n(\n"
+            f"  (\n    {per_stack} ({destroys})\n    -\n    (\n"
+            f"      {per_stack} ({destroys} offset 30d)\n      or\n"
+            f"      0 * {per_stack} ({destroys})\n    )\n  ) > 0\n"
+            f"  and on ({TARGET}, account, stack_id)\n"
+            f"  time() - {per_stack} (spacelift_stack_state_since_timestamp_seconds{{JOB}})"
+            f"\n  > {DAY}\n)",
+            "1h",
+            "warning",
+            "EC2 instances a Spacelift stack launched outlive its destroy run by a day.",
+            "Stack {{ $labels.stack_id }} of account {{ $labels.account }} finished a destroy "
+            "run over a day ago, yet {{ $value }} instance" + PLURAL + " its runs launched "
+            "in AWS account {{ $labels.aws_account }}, region {{ $labels.aws_region }}, "
+            "have no termination in the CloudTrail exports. They cost money and nothing "
+            "manages them.",
+            STACKS,
+        ),
     )
 
     access = Group(

@@ -68,6 +68,7 @@ class App:
                     account.areas[area].options,
                     state=saved.get(section_key(account.name, area)),
                     clock=clock,
+                    http=config.http,
                 )
                 self.pollers[(account.name, area)] = AREAS[area].create(ctx)
         self.store = Store(list(self.pollers))
@@ -107,6 +108,8 @@ class App:
             duration = time.perf_counter() - started
             self.store.failure(key, str(exc), exc.kind, duration)
             level = logging.INFO if exc.kind == "permission" else logging.WARNING
+            if exc.kind == "shutdown":  # a poll cut short because the process is stopping
+                level = logging.DEBUG
             log.log(
                 level,
                 "poll failed, serving the last good data",

@@ -1,4 +1,4 @@
-"""Command line: run (default), check-config, once, demo."""
+"""Command line: run (default), serve, check-config, once, demo."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +18,12 @@ import prometheus_client
 
 from exporter import __version__, config, logsetup
 from exporter.app import App
+from exporter.secret import Secret
 
 log = logging.getLogger("exporter")
 
-COMMANDS = ("run", "check-config", "once", "demo")
+# serve: the command of Spacelift's official exporter, so its container args work unchanged.
+COMMANDS = ("run", "serve", "check-config", "once", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         default="run",
         choices=COMMANDS,
-        help="run: serve /metrics (default); check-config: validate and print the effective "
+        help="run: serve /metrics (default); serve: the same, as Spacelift's official "
+        "exporter names it; check-config: validate and print the effective "
         "configuration, secrets redacted; once: poll every area once and print the exposition; "
         "demo: start the built-in Spacelift simulator and serve metrics from it",
     )
@@ -66,6 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="variable holding a pre-generated JWT, used as is "
         f"(default {config.DEFAULT_TOKEN_ENV})",
     )
+    e = p.add_argument_group(
+        "EC2 ownership from CloudTrail exports in S3 (names as in Cartography's integration)"
+    )
+    e.add_argument(
+        "--spacelift-ec2-ownership-s3-bucket",
+        dest="ec2_s3_bucket",
+        help="bucket holding the Athena exports of CloudTrail events; enables the "
+        "ec2_ownership area (needs pip install 'spacelift-exporter[aws]')",
+    )
+    e.add_argument(
+        "--spacelift-ec2-ownership-s3-prefix",
+        dest="ec2_s3_prefix",
+        help="prefix of the export files in the bucket (default: the whole bucket)",
+    )
+    e.add_argument(
+        "--spacelift-ec2-ownership-aws-profile",
+        dest="ec2_aws_profile",
+        help="AWS profile for S3 access (default: the standard AWS credential chain)",
+    )
     w = p.add_argument_group("web and logs")
     w.add_argument("--web.listen-address", dest="listen_address", help="default :9953")
     w.add_argument("--web.telemetry-path", dest="telemetry_path", help="default /metrics")
@@ -78,9 +102,80 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--log.level", dest="log_level", choices=config.LOG_LEVELS)
     w.add_argument("--log.format", dest="log_format", choices=config.LOG_FORMATS)
     p.add_argument(
-        "--state.file", dest="state_file", type=Path, help="where the run ledger survives restarts"
+        "--state.file",
+        dest="state_file",
+        type=Path,
+        help="where the run ledger (and the EC2 exports already read) survive restarts",
     )
+    d = p.add_argument_group("demo")
+    d.add_argument(
+        "--demo.simulator-port",
+        dest="demo_simulator_port",
+        type=int,
+        help=f"port of the demo's Spacelift simulator on 127.0.0.1 (default {DEMO_SIM_PORT}; "
+        "0 picks a free one), so `once` and `doctor` can be pointed at it",
+    )
+    _official_flags(p)
     return p
+
+
+def _official_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of Spacelift's official exporter (`spacelift-promex serve`), same names, aliases
+    and SPACELIFT_PROMEX_* variables; each sets the setting of this exporter nearest in
+    meaning (the README's comparison table lists them)."""
+    o = p.add_argument_group("Spacelift's official exporter's flags (spacelift-promex serve)")
+    o.add_argument(
+        "--api-endpoint",
+        "-e",
+        dest="endpoint",
+        help="= --spacelift-api-endpoint [$SPACELIFT_PROMEX_API_ENDPOINT]",
+    )
+    o.add_argument(
+        "--api-key-id", "-k", dest="api_key_id", help="API key id [$SPACELIFT_PROMEX_API_KEY_ID]"
+    )
+    o.add_argument(
+        "--api-key-secret",
+        "-s",
+        dest="api_key_secret",
+        type=Secret,
+        help="API key secret; visible to `ps`, prefer the variable or a file "
+        "[$SPACELIFT_PROMEX_API_KEY_SECRET]",
+    )
+    o.add_argument(
+        "--api-key-secret-file",
+        dest="key_secret_file",
+        type=Path,
+        help="= --spacelift-api-key-secret-file [$SPACELIFT_PROMEX_API_KEY_SECRET_FILE]",
+    )
+    o.add_argument(
+        "--listen-address",
+        "-l",
+        dest="listen_address",
+        help="= --web.listen-address [$SPACELIFT_PROMEX_LISTEN_ADDRESS]",
+    )
+    o.add_argument(
+        "--scrape-timeout",
+        "-t",
+        dest="scrape_timeout",
+        help="time one poll of one area may take (http.poll_timeout; scrapes never wait for "
+        "Spacelift here) [$SPACELIFT_PROMEX_SCRAPE_TIMEOUT]",
+    )
+    o.add_argument(
+        "--ca-cert-path",
+        dest="ca_cert_path",
+        type=Path,
+        help="PEM CA certificate trusted for the Spacelift API in addition to the system's "
+        "(http.ca_cert_path) [$SPACELIFT_PROMEX_CA_CERT_PATH]",
+    )
+    o.add_argument(
+        "--is-development",
+        "-d",
+        dest="is_development",
+        nargs="?",
+        const="true",
+        metavar="BOOL",
+        help="debug logging (= --log.level=debug) [$SPACELIFT_PROMEX_IS_DEVELOPMENT]",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -115,19 +210,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _once(cfg: config.Config) -> int:
     app = App(cfg)
+    for client in app.clients.values():
+        client.one_shot = True  # a refused connection is the answer: no retry, no backoff
+    if cfg.log_level != "debug":
+        # "serving the last good data" is the daemon's story; here the summary below says it.
+        logging.getLogger("exporter.app").setLevel(logging.ERROR)
     try:
         ok = app.poll_all()
         body, _ = app.exposition.render("text/plain")
         sys.stdout.write(body.decode())
-        for (account, area), st in app.store.items():
-            if not st.ok:
-                print(f"{account}/{area}: {st.error}", file=sys.stderr)
+        for line in _failures(app):
+            print(line, file=sys.stderr)
         return 0 if ok else 1
     finally:
         app.close()
 
 
-def _run(cfg: config.Config, before_stop: Any = None) -> int:
+def _failures(app: App) -> list[str]:
+    """One line per distinct failure, naming the areas it hit (five areas, one cause)."""
+    by_error: dict[tuple[str, str], list[str]] = {}
+    for (account, area), st in app.store.items():
+        if not st.ok:
+            # The cause without the operation that met it: `Op: host: connection refused`.
+            cause = (st.error or "").split(": ", 1)[-1] if st.error else "failed"
+            by_error.setdefault((account, cause), []).append(area)
+    return [
+        f"{account} ({', '.join(areas)}): {cause}" for (account, cause), areas in by_error.items()
+    ]
+
+
+def _run(cfg: config.Config, before_stop: Any = None, announce: Any = None) -> int:
     from exporter import scheduler, web
     from exporter.webconfig import WebAuth
 
@@ -136,6 +248,9 @@ def _run(cfg: config.Config, before_stop: Any = None) -> int:
     except config.ConfigError as exc:
         print(f"spacelift-exporter: web config error: {exc}", file=sys.stderr)
         return 2
+    stop = threading.Event()  # set by a signal from here on, even during start-up
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     app = App(cfg)
     host, port = config.parse_listen(cfg.listen_address, "web.listen_address")
     try:
@@ -153,9 +268,8 @@ def _run(cfg: config.Config, before_stop: Any = None) -> int:
             "accounts": ",".join(a.name for a in cfg.accounts),
         },
     )
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    if announce:
+        announce(host, server.server_address[1])
     stop.wait()
     log.info("shutting down")
     sched.shutdown(wait=False)
@@ -169,25 +283,69 @@ def _run(cfg: config.Config, before_stop: Any = None) -> int:
 
 DEMO_KEY_ID = "01HXSIMKEY0000000000000000"
 DEMO_KEY_SECRET = "sim-secret"  # the simulator's built-in key; not a secret
+DEMO_LISTEN = "127.0.0.1:9953"  # loopback unless told otherwise: a demo is not for the network
+DEMO_SIM_PORT = 9954  # fixed, so the printed commands keep working from one demo to the next
 
 
 def _demo(overrides: config.Overrides) -> int:
     from exporter.simulator.demo import start_demo_simulator
 
-    sim = start_demo_simulator(port=0)
-    raw = {
-        "accounts": [{"name": "demo", "endpoint": sim.url}],
-        # Faster than production defaults so the demo moves while you watch it.
-        "areas": {
+    sim_port = (
+        DEMO_SIM_PORT if overrides.demo_simulator_port is None else overrides.demo_simulator_port
+    )
+    # Read first: a missing --config.file is an error before anything starts.
+    raw = config.read_file(overrides.config_file) if overrides.config_file else {}
+    try:
+        sim = start_demo_simulator(port=sim_port)
+    except OSError as exc:
+        raise config.ConfigError(
+            "--demo.simulator-port", f"cannot listen on 127.0.0.1:{sim_port}: {exc.strerror}"
+        ) from None
+    try:
+        cfg = demo_config(overrides, raw, sim.url)
+    except config.ConfigError:
+        sim.stop()
+        raise
+    logsetup.setup(cfg.log_level, cfg.log_format)
+    log.info("demo: built-in Spacelift simulator started", extra={"endpoint": sim.url})
+    return _run(cfg, before_stop=sim.stop, announce=partial(_demo_hint, sim.url))
+
+
+def demo_config(overrides: config.Overrides, raw: dict[str, Any], endpoint: str) -> config.Config:
+    """The demo's configuration: the file's settings (web, log, areas) if one was given,
+    its accounts replaced by the simulator, and loopback unless an address was chosen."""
+    raw = dict(raw)
+    overrides = replace(overrides, config_file=None)
+    web = raw.get("web")
+    if not (isinstance(web, dict) and web.get("listen_address")):
+        overrides.listen_address = overrides.listen_address or DEMO_LISTEN
+    raw["accounts"] = [{"name": "demo", "endpoint": endpoint}]
+    # Faster than production defaults so the demo moves while you watch it.
+    raw.setdefault(
+        "areas",
+        {
             "usage": {"interval": "30s"},
             "stacks": {"interval": "15s"},
             "runs": {"interval": "15s"},
             "access": {"interval": "1m"},
         },
-    }
+    )
     env = {"SPACELIFT_API_KEY_ID": DEMO_KEY_ID, "SPACELIFT_API_KEY_SECRET": DEMO_KEY_SECRET}
-    overrides.config_file = None
-    cfg = config.load(overrides, env=env, raw=raw)
-    logsetup.setup(cfg.log_level, cfg.log_format)
-    log.info("demo: built-in Spacelift simulator started", extra={"endpoint": sim.url})
-    return _run(cfg, before_stop=sim.stop)
+    return config.load(overrides, env=env, raw=raw)
+
+
+def _demo_hint(endpoint: str, host: str, port: int) -> None:
+    flag = f"--spacelift-api-endpoint {endpoint}"
+    hint = "\n".join(
+        [
+            f"Demo: metrics on http://{host or 'localhost'}:{port}/ from a simulated Spacelift "
+            f"account at {endpoint}",
+            "Try the other commands against the simulator (its built-in API key, not a secret):",
+            f"  export SPACELIFT_API_KEY_ID={DEMO_KEY_ID}"
+            f" SPACELIFT_API_KEY_SECRET={DEMO_KEY_SECRET}",
+            f"  spacelift-exporter check-config {flag}",
+            f"  spacelift-exporter once {flag}",
+            f"  spacelift-exporter doctor {flag}",
+        ]
+    )
+    print(hint, file=sys.stderr, flush=True)

@@ -11,20 +11,23 @@ import binascii
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
-from exporter import __version__
+from exporter import __version__, trust
 from exporter.config import AccountConfig, ConfigError, HttpConfig
 from exporter.errors import (
     AuthError,
+    ClientClosed,
     MalformedResponseError,
     PermissionDeniedError,
     PollTimeout,
@@ -36,6 +39,15 @@ from exporter.errors import (
 )
 from exporter.graphql_doc import inspect
 from exporter.selfmetrics import SelfMetrics
+from exporter.transport import (
+    ACCEPT_ENCODING,
+    AnswerTooLarge,
+    AnswerUnreadable,
+    RequestDeadlines,
+    cut,
+    loads,
+    read_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +62,10 @@ mutation SpaceliftExporterGetToken($id: ID!, $secret: String!) {
   apiKeyUser(id: $id, secret: $secret) { jwt validUntil }
 }
 """
+
+MAX_TOKEN_CHARS = 16_384  # sent in a header at every request; Spacelift's are ~1 KB
+MAX_TOKEN_LIFETIME = 7 * 86400.0  # API key tokens live 1 h, user sessions 10 h
+MAX_ERRORS = 100  # entries of errors[] (and of a path) looked at; the rest is noise
 
 VIEWER_DOCUMENT = "query SpaceliftExporterViewer { viewer { id } }"
 
@@ -75,6 +91,7 @@ class Result:
     data: Mapping[str, Any] | None
     errors: tuple[FieldError, ...]
     status: int = 200
+    server_time: float | None = None  # the answer's Date header: Spacelift's clock
 
     def require(self, *roots: str) -> Mapping[str, Any]:
         """The data, if every root field named is present and none of them errored.
@@ -90,7 +107,7 @@ class Result:
 def classify(operation: str, errors: list[FieldError]) -> SpaceliftError:
     if not errors:
         return MalformedResponseError(f"{operation}: answer has no data")
-    text = "; ".join(sorted({e.message for e in errors}))
+    text = cut("; ".join(sorted({e.message for e in errors})))
     if all(e.is_permission for e in errors):
         return PermissionDeniedError(f"{operation}: {text}")
     return QueryError(f"{operation}: {text}")
@@ -104,32 +121,44 @@ class SpaceliftClient:
         metrics: SelfMetrics | None = None,
         *,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         rng: Callable[[], float] = random.random,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.account = account.name
         self.endpoint = account.endpoint
+        parts = urlsplit(account.endpoint)
+        self._host = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
         self._creds = account.credentials
         self._cfg = http
         self._metrics = metrics
         self._clock = clock
-        self._sleep = sleep
+        self._closed = threading.Event()
+        self._sleep = (
+            self._closed.wait if sleep is None else sleep
+        )  # a retry pause ends when the client closes
         self._rng = rng
+        # A one-shot command (`once`) reports a refused connection at once instead of retrying.
+        self.one_shot = False
         self._http = httpx.Client(
             timeout=http.timeout,
             transport=transport,
+            verify=trust.verify(http.ca_cert_path),
             headers={
                 "User-Agent": f"spacelift-exporter/{__version__}",
                 "Spacelift-Client-Type": "spacelift-exporter",
+                "Accept-Encoding": ACCEPT_ENCODING,
             },
         )
+        self._deadlines = RequestDeadlines()
+        self._deadlines.install(self._http)
         self._lock = threading.Lock()
         self._jwt: str | None = None
-        self._valid_until = 0.0
+        self._valid_until = 0.0  # by our clock: when we exchanged plus the token's lifetime
         self._exchange_failures = 0
         self._exchange_not_before = 0.0
         self._last_exchange_error = ""
+        self._exchange_failed: tuple[float, SpaceliftError] | None = None  # (monotonic, error)
         self._scope = threading.local()  # per-thread poll deadline, set by budget()
         self._denied: dict[str, str] = {}  # operation -> token it was refused with after a retry
 
@@ -137,6 +166,9 @@ class SpaceliftClient:
         return f"SpaceliftClient(account={self.account!r}, endpoint={self.endpoint!r})"
 
     def close(self) -> None:
+        """Stop: retry pauses end, blocked reads wake, and polls in flight end as ClientClosed."""
+        self._closed.set()
+        self._deadlines.abort()
         self._http.close()
 
     # -- public API -----------------------------------------------------------------------
@@ -205,44 +237,57 @@ class SpaceliftClient:
     def _token(self, deadline: float) -> str:
         if self._creds.token is not None:
             return self._creds.token.reveal()
+        waiting_since = time.monotonic()
         with self._lock:  # concurrent pollers wait here and share one exchange
             now = self._clock()
             if self._jwt is not None and self._valid_until - now >= REFRESH_MARGIN:
                 return self._jwt
             still_valid = self._jwt is not None and self._valid_until > now
+            failed = self._exchange_failed
+            if not still_valid and failed is not None and failed[0] >= waiting_since:
+                # The exchange this poller waited for failed: share its failure rather than
+                # trying again in turn (five areas against a dead endpoint took 5x the time).
+                raise type(failed[1])(str(failed[1]))
             if now < self._exchange_not_before:
                 if still_valid:
                     return self._jwt  # type: ignore[return-value]
+                if self.one_shot:
+                    raise AuthError(self._last_exchange_error)
                 raise AuthError(
                     f"API key refused {self._exchange_failures} time(s), next attempt in "
                     f"{self._exchange_not_before - now:.0f}s: {self._last_exchange_error}"
                 )
             try:
                 self._jwt, self._valid_until = self._exchange(deadline)
-            except AuthError as exc:
-                # Refused credentials: back off (doubling) so five areas do not hammer it.
-                self._exchange_failures += 1
-                base, cap = EXCHANGE_BACKOFF
-                backoff = min(cap, base * 2 ** (self._exchange_failures - 1))
-                self._exchange_not_before = now + backoff
-                self._last_exchange_error = str(exc)
-                self._count_exchange("failure")
-                if still_valid:
-                    return self._jwt  # type: ignore[return-value]
-                raise
-            except SpaceliftError:
-                # Spacelift unreachable or failing: an outage, reported as such (its own kind,
-                # outcome "error", not a refusal), retried at the next poll; a token that is
-                # still valid keeps serving meanwhile.
-                self._count_exchange("error")
-                if still_valid:
-                    log.warning("token refresh failed, using the current token until it expires")
-                    return self._jwt  # type: ignore[return-value]
-                raise
+            except SpaceliftError as exc:
+                self._exchange_failed = (time.monotonic(), exc)
+                self._exchange_error(exc, now, still_valid)
+                return self._jwt  # type: ignore[return-value]  # still valid, else raised
+            self._exchange_failed = None
             self._exchange_failures = 0
             self._exchange_not_before = 0.0
             self._count_exchange("success")
             return self._jwt
+
+    def _exchange_error(self, exc: SpaceliftError, now: float, still_valid: bool) -> None:
+        """Count and back off a failed exchange; raise unless the current token still works."""
+        if isinstance(exc, AuthError):
+            # Refused credentials: back off (doubling) so five areas do not hammer it.
+            self._exchange_failures += 1
+            base, cap = EXCHANGE_BACKOFF
+            backoff = min(cap, base * 2 ** (self._exchange_failures - 1))
+            self._exchange_not_before = now + backoff
+            self._last_exchange_error = str(exc)
+            self._count_exchange("failure")
+        else:
+            # Spacelift unreachable or failing: an outage, reported as such (its own kind,
+            # outcome "error", not a refusal), retried at the next poll; a token that is
+            # still valid keeps serving meanwhile.
+            self._count_exchange("error")
+            if still_valid:
+                log.warning("token refresh failed, using the current token until it expires")
+        if not still_valid:
+            raise exc
 
     def _exchange(self, deadline: float) -> tuple[str, float]:
         op = inspect(EXCHANGE_DOCUMENT)
@@ -255,12 +300,18 @@ class SpaceliftClient:
         result = self._send(op.name, EXCHANGE_DOCUMENT, variables, None, deadline)
         user = (result.data or {}).get("apiKeyUser")
         if not isinstance(user, Mapping) or not user.get("jwt"):
-            reason = "; ".join(e.message for e in result.errors) or "no token in the answer"
+            reason = cut("; ".join(e.message for e in result.errors)) or "no token in the answer"
             raise AuthError(f"API key {key_id!r} was refused: {reason}")
         try:
-            return str(user["jwt"]), float(user["validUntil"])
+            jwt, valid_until = str(user["jwt"]), float(user["validUntil"])
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedResponseError("apiKeyUser answer without a usable validUntil") from exc
+        if len(jwt) > MAX_TOKEN_CHARS:
+            raise MalformedResponseError(f"apiKeyUser answer with a {len(jwt)}-character token")
+        lifetime = _lifetime(jwt, valid_until, result.server_time, self._clock())
+        if not 0 < lifetime <= MAX_TOKEN_LIFETIME:  # also NaN
+            raise MalformedResponseError(f"apiKeyUser token valid for {lifetime:.0f}s")
+        return jwt, self._clock() + lifetime
 
     def _invalidate(self, token: str) -> None:
         with self._lock:
@@ -285,27 +336,34 @@ class SpaceliftClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         attempt = 0
         while True:
+            if self._closed.is_set():
+                raise ClientClosed(f"{operation}: the exporter is stopping")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise PollTimeout(f"{operation}: poll time budget exhausted")
+            timeout = min(self._cfg.timeout, remaining)
             started = time.perf_counter()
             failure: SpaceliftError
             try:
-                resp = self._http.post(
-                    self.endpoint,
-                    json=body,
-                    headers=headers,
-                    timeout=min(self._cfg.timeout, remaining),
-                )
+                resp, content = self._post(body, headers, timeout)
             except httpx.TimeoutException:
                 self._observe(operation, "timeout", started)
-                failure = TransportFailure(f"{operation}: request timed out")
-            except httpx.DecodingError as exc:
+                failure = TransportFailure(
+                    f"{operation}: {self._host}: request timed out "
+                    f"(no complete answer in {timeout:.3g}s)"
+                )
+            except (AnswerTooLarge, AnswerUnreadable) as exc:
                 self._observe(operation, "malformed", started)
-                raise MalformedResponseError(f"{operation}: body cannot be decoded") from exc
-            except httpx.HTTPError as exc:  # refused, reset, dropped, protocol errors
+                raise MalformedResponseError(f"{operation}: {exc}") from None
+            except (httpx.HTTPError, RuntimeError) as exc:  # refused, reset, dropped, protocol
+                if self._closed.is_set():  # RuntimeError: "the client has been closed"
+                    raise ClientClosed(f"{operation}: the exporter is stopping") from None
+                if isinstance(exc, RuntimeError):
+                    raise
                 self._observe(operation, "connection_error", started)
-                failure = TransportFailure(f"{operation}: {type(exc).__name__}")
+                failure = TransportFailure(f"{operation}: {self._host}: {_describe(exc)}")
+                if self.one_shot and isinstance(exc, httpx.ConnectError):
+                    raise failure from None
             else:
                 status = resp.status_code
                 if status == 429:
@@ -334,12 +392,13 @@ class SpaceliftClient:
                 elif status != 200:
                     # A 4xx names what Spacelift disliked (a removed field, a bad variable).
                     self._observe(operation, "http_error", started)
-                    messages = _error_messages(resp)
+                    messages = _error_messages(content)
                     raise QueryError(
                         f"{operation}: HTTP {status}" + (f": {messages}" if messages else "")
                     )
                 else:
-                    return self._parse(operation, resp, started)
+                    result = self._parse(operation, content, started)
+                    return replace(result, server_time=_http_date(resp.headers.get("Date")))
             pause = self._backoff(attempt)
             if attempt >= self._cfg.retries or pause >= deadline - time.monotonic():
                 raise failure  # the real cause, not a budget timeout after a last sleep
@@ -347,12 +406,26 @@ class SpaceliftClient:
             self._sleep(pause)
             attempt += 1
 
-    def _parse(self, operation: str, resp: httpx.Response, started: float) -> Result:
+    def _post(
+        self, body: Mapping[str, Any], headers: Mapping[str, str], timeout: float
+    ) -> tuple[httpx.Response, bytes]:
+        """One request, bounded as a whole by ``timeout`` and in size by read_body."""
+        with (
+            self._deadlines.until(time.monotonic() + timeout),
+            self._http.stream(
+                "POST", self.endpoint, json=body, headers=headers, timeout=timeout
+            ) as resp,
+        ):
+            # Bodies of 429, 401/403 and 5xx are never used: not read.
+            wanted = resp.status_code < 500 and resp.status_code not in (401, 403, 429)
+            return resp, read_body(resp) if wanted else b""
+
+    def _parse(self, operation: str, content: bytes, started: float) -> Result:
         try:
-            payload = resp.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            payload = loads(content)
+        except AnswerUnreadable as exc:
             self._observe(operation, "malformed", started)
-            raise MalformedResponseError(f"{operation}: answer is not JSON") from exc
+            raise MalformedResponseError(f"{operation}: {exc}") from None
         data = payload.get("data") if isinstance(payload, dict) else None
         raw_errors = payload.get("errors") if isinstance(payload, dict) else None
         if not isinstance(payload, dict) or (data is None and not raw_errors):
@@ -361,7 +434,10 @@ class SpaceliftClient:
         if data is not None and not isinstance(data, dict):
             self._observe(operation, "malformed", started)
             raise MalformedResponseError(f"{operation}: data is not an object")
-        errors = tuple(_field_error(e) for e in (raw_errors or []))
+        if raw_errors is not None and not isinstance(raw_errors, list):
+            self._observe(operation, "malformed", started)
+            raise MalformedResponseError(f"{operation}: errors is not a list")
+        errors = tuple(_field_error(e) for e in (raw_errors or [])[:MAX_ERRORS])
         self._observe(operation, "graphql_error" if errors else "success", started)
         return Result(operation, data, errors)
 
@@ -374,15 +450,15 @@ class SpaceliftClient:
         return ceiling / 2 + self._rng() * ceiling / 2  # "equal jitter"
 
 
-def _error_messages(resp: httpx.Response) -> str:
+def _error_messages(content: bytes) -> str:
     try:
-        payload = resp.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        payload = loads(content)
+    except AnswerUnreadable:
         return ""
     errors = payload.get("errors") if isinstance(payload, dict) else None
     if not isinstance(errors, list):
         return ""
-    return "; ".join(_field_error(e).message for e in errors)[:300]
+    return cut("; ".join(_field_error(e).message for e in errors[:MAX_ERRORS]))
 
 
 def _refused(result: Result) -> bool:
@@ -390,10 +466,28 @@ def _refused(result: Result) -> bool:
 
 
 def _field_error(raw: Any) -> FieldError:
+    """One entry of ``errors[]``, its text cut: it reaches logs, the landing page and errors."""
     if not isinstance(raw, dict):
-        return FieldError(str(raw), ())
+        return FieldError(cut(str(raw)), ())
     path = raw.get("path") or ()
-    return FieldError(str(raw.get("message", "")), tuple(path) if isinstance(path, list) else ())
+    path = path[:MAX_ERRORS] if isinstance(path, list) else ()
+    return FieldError(
+        cut(str(raw.get("message", ""))),
+        tuple(p if isinstance(p, int) else cut(str(p), 100) for p in path),
+    )
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    """``connection refused`` from ``[Errno 111] Connection refused``; the class otherwise."""
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc)).strip()
+    return cut(text.lower() if text else type(exc).__name__, 200)
+
+
+def _http_date(value: str | None) -> float | None:
+    try:
+        return parsedate_to_datetime(value).timestamp() if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _retry_after(value: str | None, now: float) -> float | None:
@@ -410,14 +504,30 @@ def _retry_after(value: str | None, now: float) -> float | None:
         return None
 
 
+def _lifetime(jwt: str, valid_until: float, server_time: float | None, now: float) -> float:
+    """How long the token lives, by Spacelift's own clock: ``validUntil`` minus the time it
+    was issued (the JWT's ``iat``, else the answer's Date header). Comparing ``validUntil``
+    with our clock instead would re-exchange the key at every request when ours runs ahead."""
+    issued = _jwt_claim(jwt, "iat")
+    if issued is None:
+        issued = server_time if server_time is not None else now
+    return valid_until - issued
+
+
 def _jwt_expiry(token: str) -> float | None:
     """The ``exp`` claim of a JWT, read without verifying it (we only want to explain a 401)."""
+    return _jwt_claim(token, "exp")
+
+
+def _jwt_claim(token: str, name: str) -> float | None:
+    """A numeric claim of a JWT, read without verifying it."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
     try:
         padded = parts[1] + "=" * (-len(parts[1]) % 4)
         claims = json.loads(base64.urlsafe_b64decode(padded))
-        return float(str(claims["exp"]))
+        value = float(str(claims[name]))
     except (binascii.Error, ValueError, KeyError, TypeError):
         return None
+    return value if value == value and abs(value) < 1e13 else None  # not NaN, not absurd

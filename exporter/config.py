@@ -10,14 +10,16 @@ from __future__ import annotations
 import math
 import os
 import re
+import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
+import httpx
 
+from exporter import yamlsafe
 from exporter.secret import Secret
 
 DEFAULT_LISTEN = ":9953"  # the port of Spacelift's official exporter
@@ -28,6 +30,11 @@ DEFAULT_TOKEN_ENV = "SPACELIFT_API_TOKEN"
 PROMEX_ENDPOINT_ENV = "SPACELIFT_PROMEX_API_ENDPOINT"
 PROMEX_KEY_ID_ENV = "SPACELIFT_PROMEX_API_KEY_ID"
 PROMEX_KEY_SECRET_ENV = "SPACELIFT_PROMEX_API_KEY_SECRET"
+PROMEX_KEY_SECRET_FILE_ENV = "SPACELIFT_PROMEX_API_KEY_SECRET_FILE"
+PROMEX_LISTEN_ENV = "SPACELIFT_PROMEX_LISTEN_ADDRESS"
+PROMEX_SCRAPE_TIMEOUT_ENV = "SPACELIFT_PROMEX_SCRAPE_TIMEOUT"
+PROMEX_CA_CERT_ENV = "SPACELIFT_PROMEX_CA_CERT_PATH"
+PROMEX_IS_DEVELOPMENT_ENV = "SPACELIFT_PROMEX_IS_DEVELOPMENT"
 
 
 class ConfigError(Exception):
@@ -79,6 +86,8 @@ class HttpConfig:
     poll_timeout: float = 120.0  # everything one poll of one area may take
     backoff_base: float = 0.5
     backoff_max: float = 30.0
+    # A PEM CA trusted for the Spacelift API on top of the system's (self-hosted Spacelift).
+    ca_cert_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,18 @@ class Overrides:
     log_level: str | None = None
     log_format: str | None = None
     state_file: Path | None = None
+    # Spacelift's official exporter's flags (`serve`), mapped onto the settings above.
+    api_key_id: str | None = None
+    api_key_secret: Secret | None = None
+    scrape_timeout: str | None = None
+    ca_cert_path: Path | None = None
+    is_development: str | None = None
+    demo_simulator_port: int | None = None  # `demo` only: where its simulator listens
+    # Cartography's EC2 ownership flags: they enable the ec2_ownership area for every
+    # account, over the file's top-level `areas.ec2_ownership`.
+    ec2_s3_bucket: str | None = None
+    ec2_s3_prefix: str | None = None
+    ec2_aws_profile: str | None = None
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -164,7 +185,7 @@ ACCOUNT_KEYS = {
     "api_token_env_var",
     "areas",
 }
-HTTP_KEYS = {"timeout", "retries", "poll_timeout", "backoff_base", "backoff_max"}
+HTTP_KEYS = {"timeout", "retries", "poll_timeout", "backoff_base", "backoff_max", "ca_cert_path"}
 LOG_LEVELS = ("debug", "info", "warn", "error")
 LOG_FORMATS = ("logfmt", "json")
 
@@ -180,7 +201,7 @@ def load(
         raw = _read_yaml(overrides.config_file) if overrides.config_file else {}
     _check_keys(raw, TOP_KEYS, "")
 
-    area_defaults = _area_table(raw.get("areas"), "areas", None)
+    area_defaults = _area_table(_ec2_flags(raw.get("areas"), overrides), "areas", None)
     accounts_raw = raw.get("accounts")
     if accounts_raw is not None and not isinstance(accounts_raw, list):
         raise ConfigError("accounts", "must be a list of accounts")
@@ -212,13 +233,20 @@ def load(
 
     web = _section(raw, "web", {"listen_address", "telemetry_path", "config_file"})
     log = _section(raw, "log", {"level", "format"})
-    http = _http(_section(raw, "http", HTTP_KEYS))
-    listen = overrides.listen_address or _str(web, "listen_address", "web.", DEFAULT_LISTEN)
+    http = _official_http(_http(_section(raw, "http", HTTP_KEYS)), overrides, env)
+    listen = (
+        overrides.listen_address
+        or env.get(PROMEX_LISTEN_ENV)
+        or _str(web, "listen_address", "web.", DEFAULT_LISTEN)
+    )
     path = overrides.telemetry_path or _str(web, "telemetry_path", "web.", "/metrics")
-    if not path.startswith("/") or path in ("/", "/healthz", "/readyz"):
+    if not path.startswith("/") or path in ("/", "/healthz", "/health", "/readyz"):
         raise ConfigError("web.telemetry_path", f"must be a path other than /, got {path!r}")
     parse_listen(listen, "web.listen_address")
-    level = (overrides.log_level or _str(log, "level", "log.", "info")).lower()
+    development = _official_bool(overrides.is_development, PROMEX_IS_DEVELOPMENT_ENV, env)
+    level = (
+        overrides.log_level or ("debug" if development else _str(log, "level", "log.", "info"))
+    ).lower()
     if level not in LOG_LEVELS:
         raise ConfigError("log.level", f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
     fmt = (overrides.log_format or _str(log, "format", "log.", "logfmt")).lower()
@@ -233,22 +261,46 @@ def load(
     return Config(tuple(accounts), http, listen, path, level, fmt, state_file, web_config)
 
 
+def read_file(path: Path) -> dict[str, Any]:
+    """The configuration file as plain data (ConfigError if unreadable or not valid YAML)."""
+    return _read_yaml(path)
+
+
+def _ec2_flags(areas: Any, overrides: Overrides) -> Any:
+    """The --spacelift-ec2-ownership-* flags over the file's `areas.ec2_ownership`."""
+    flags = {
+        "s3_bucket": overrides.ec2_s3_bucket,
+        "s3_prefix": overrides.ec2_s3_prefix,
+        "aws_profile": overrides.ec2_aws_profile,
+    }
+    given = {k: v for k, v in flags.items() if v is not None}
+    if not given or not isinstance(areas if areas is not None else {}, dict):
+        return areas
+    areas = dict(areas or {})
+    section = areas.get("ec2_ownership")
+    section = dict(section) if isinstance(section, dict) else {}
+    if "s3_bucket" in given:
+        section["enabled"] = True
+    areas["ec2_ownership"] = {**section, **given}
+    return areas
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        with path.open("rb") as f:
+            data = f.read(yamlsafe.MAX_BYTES + 1)  # bounded: never read a huge file whole
     except OSError as exc:
         raise ConfigError("--config.file", f"cannot read {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError("--config.file", f"{path} is not valid YAML{where}") from None
-    if data is None:
+        loaded = yamlsafe.load(data)
+    except yamlsafe.YamlError as exc:
+        line = f" line {exc.line}" if exc.line is not None else ""
+        raise ConfigError(exc.path or "--config.file", f"{path}{line}: {exc.problem}") from None
+    if loaded is None:
         return {}
-    if not isinstance(data, dict):
+    if not isinstance(loaded, dict):
         raise ConfigError("--config.file", f"{path} must hold a mapping at the top level")
-    return data
+    return loaded
 
 
 def _account(
@@ -294,10 +346,23 @@ def _credentials(
                 "must be the name of an environment variable (letters, digits, _), "
                 "not its value; the value given is not shown",
             )
-    secret_file_raw = overrides.key_secret_file or item.get("api_key_secret_file")
+    secret_file_raw = (
+        overrides.key_secret_file
+        or item.get("api_key_secret_file")
+        or env.get(PROMEX_KEY_SECRET_FILE_ENV)
+    )
     secret_file = Path(str(secret_file_raw)) if secret_file_raw else None
-    key_id = _str(item, "api_key_id", p, "") or env.get(id_var) or env.get(PROMEX_KEY_ID_ENV)
-    secret_value = env.get(secret_var) or env.get(PROMEX_KEY_SECRET_ENV)
+    key_id = (
+        overrides.api_key_id
+        or _str(item, "api_key_id", p, "")
+        or env.get(id_var)
+        or env.get(PROMEX_KEY_ID_ENV)
+    )
+    secret_value = (
+        (overrides.api_key_secret.reveal() if overrides.api_key_secret else None)
+        or env.get(secret_var)
+        or env.get(PROMEX_KEY_SECRET_ENV)
+    )
 
     if key_id and (secret_value or secret_file):
         if secret_file is not None and not secret_file.is_file():
@@ -314,15 +379,21 @@ def _credentials(
     token = env.get(token_var)
     if token:
         return Credentials(token=Secret(token), source=f"pre-generated token from ${token_var}")
+    # Named as the user would fix it: the file's key if the file chose the variable's name,
+    # else the variable itself (the flags only rename it).
     if key_id:
         raise ConfigError(
-            f"{p}api_key_secret_env_var",
+            _named(item, p, "api_key_secret_env_var", secret_var),
             f"API key id is set but ${secret_var} is empty and no api_key_secret_file is given",
         )
     raise ConfigError(
-        f"{p}api_key_id_env_var",
+        _named(item, p, "api_key_id_env_var", id_var),
         f"no credentials: set ${id_var} and ${secret_var}, or ${token_var}",
     )
+
+
+def _named(item: Mapping[str, Any], prefix: str, key: str, variable: str) -> str:
+    return f"{prefix}{key}" if item.get(key) else f"${variable}"
 
 
 def _area_table(
@@ -368,9 +439,22 @@ def _area_table(
                     isinstance(value, bool) and opt.type in (int, float)
                 ):
                     raise ConfigError(f"{where}.{opt_name}", f"wrong type: {opt.help}")
+                if isinstance(value, list):
+                    _check_string_list(value, f"{where}.{opt_name}")
                 options[opt_name] = value
+        if enabled and spec.check is not None:
+            problem = spec.check(options)
+            if problem is not None:
+                raise ConfigError(f"{where}.{problem[0]}", problem[1])
         out[name] = AreaConfig(enabled, interval, options)
     return out
+
+
+def _check_string_list(value: list[Any], key: str) -> None:
+    """List options hold names (label keys...): strings, not mappings or numbers."""
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise ConfigError(f"{key}[{i}]", f"must be a non-empty string, got {_short(item)}")
 
 
 def _http(raw: Mapping[str, Any]) -> HttpConfig:
@@ -389,7 +473,55 @@ def _http(raw: Mapping[str, Any]) -> HttpConfig:
         raise ConfigError("http.timeout", "must not exceed http.poll_timeout")
     if vals["backoff_base"] > vals["backoff_max"]:
         raise ConfigError("http.backoff_base", "must not exceed http.backoff_max")
-    return HttpConfig(retries=retries, **vals)
+    ca = raw.get("ca_cert_path")
+    if ca is not None and not isinstance(ca, str):
+        raise ConfigError("http.ca_cert_path", "must be the path of a PEM file")
+    return HttpConfig(retries=retries, ca_cert_path=Path(ca) if ca else None, **vals)
+
+
+def _official_http(http: HttpConfig, overrides: Overrides, env: Mapping[str, str]) -> HttpConfig:
+    """Spacelift's official exporter's --scrape-timeout and --ca-cert-path, nearest meaning.
+
+    Its scrape timeout bounds the API calls behind one scrape; here scrapes never call the
+    API, so it bounds one poll of one area (http.poll_timeout), and one request within it.
+    """
+    changes: dict[str, Any] = {}
+    timeout_raw, key = overrides.scrape_timeout, "--scrape-timeout"
+    if timeout_raw is None and env.get(PROMEX_SCRAPE_TIMEOUT_ENV):
+        timeout_raw, key = env[PROMEX_SCRAPE_TIMEOUT_ENV], PROMEX_SCRAPE_TIMEOUT_ENV
+    if timeout_raw is not None:
+        seconds = parse_duration(timeout_raw, key)
+        if seconds <= 0:
+            raise ConfigError(key, "must be greater than 0")
+        changes["poll_timeout"] = seconds
+        changes["timeout"] = min(http.timeout, seconds)
+    ca, key = overrides.ca_cert_path, "--ca-cert-path"
+    if ca is None and env.get(PROMEX_CA_CERT_ENV):
+        ca, key = Path(env[PROMEX_CA_CERT_ENV]), PROMEX_CA_CERT_ENV
+    if ca is not None:
+        changes["ca_cert_path"] = ca
+    else:
+        ca, key = http.ca_cert_path, "http.ca_cert_path"
+    if ca is not None:
+        try:
+            ssl.create_default_context(cafile=str(ca))
+        except OSError as exc:
+            problem = exc.strerror or "no PEM certificate in it"
+            raise ConfigError(key, f"cannot load {ca} as a PEM CA certificate: {problem}") from None
+    return replace(http, **changes) if changes else http
+
+
+_TRUE = {"1", "t", "true"}  # Go's strconv.ParseBool, which the official exporter uses
+_FALSE = {"0", "f", "false"}
+
+
+def _official_bool(flag: str | None, var: str, env: Mapping[str, str]) -> bool:
+    value, key = (flag, "--is-development") if flag is not None else (env.get(var), var)
+    if value is None or value == "":
+        return False
+    if value.lower() not in _TRUE | _FALSE:
+        raise ConfigError(key, f"must be true or false, got {value!r}")
+    return value.lower() in _TRUE
 
 
 def _section(raw: Mapping[str, Any], name: str, keys: set[str]) -> dict[str, Any]:
@@ -419,22 +551,35 @@ def _str(raw: Mapping[str, Any], name: str, prefix: str, default: str) -> str:
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_DURATION = re.compile(r"^(\d{1,15}(?:\.\d{1,9})?)(ms|s|m|h|d)?$")
+# Longer than any sensible interval or timeout, and small enough for timedelta and sockets.
+MAX_DURATION = 7 * 86400.0
 
 
 def parse_duration(value: Any, key: str) -> float:
-    """Seconds from a number or a Prometheus-style string: 500ms, 30s, 5m, 1h."""
-    if isinstance(value, bool):
-        raise ConfigError(key, f"must be a duration like 30s or 5m, got {value!r}")
-    if isinstance(value, int | float):
-        if not math.isfinite(value) or value < 0:
+    """Seconds from a number or a Prometheus-style string: 500ms, 30s, 5m, 1h, 1d."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(key, f"must be a duration like 30s or 5m, got {_short(value)}")
+    if isinstance(value, str):
+        m = _DURATION.match(value.strip())
+        if not m:
+            raise ConfigError(key, f"must be a duration like 30s or 5m, got {_short(value)}")
+        scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[m.group(2)]
+        seconds = float(m.group(1)) * scale
+    else:
+        if (isinstance(value, float) and not math.isfinite(value)) or value < 0:
             raise ConfigError(key, f"must be a finite, non-negative duration, got {value!r}")
-        return float(value)
-    m = _DURATION.match(str(value).strip())
-    if not m:
-        raise ConfigError(key, f"must be a duration like 30s or 5m, got {value!r}")
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
-    return float(m.group(1)) * scale
+        # float() of a huge int raises OverflowError; compare first.
+        seconds = float(value) if value <= MAX_DURATION else math.inf
+    if seconds > MAX_DURATION:
+        raise ConfigError(key, f"must be at most {MAX_DURATION / 86400:.0f}d")
+    return seconds
+
+
+def _short(value: Any) -> str:
+    """A value for an error message, cut so a pasted blob cannot flood the terminal."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def normalize_endpoint(value: str, key: str) -> str:
@@ -455,7 +600,16 @@ def normalize_endpoint(value: str, key: str) -> str:
     path = parts.path.rstrip("/")
     if not path.endswith("/graphql"):
         path += "/graphql"
-    return f"{parts.scheme}://{parts.netloc}{path}"
+    url = f"{parts.scheme}://{parts.netloc}{path}"
+    try:
+        # What the client will send to: a host httpx refuses (bad IDNA, spaces) would fail
+        # every poll as an internal error; refuse it here, where check-config sees it.
+        httpx.URL(url)
+    except (httpx.InvalidURL, ValueError):
+        raise ConfigError(key, f"not a Spacelift URL or host: {_short(value)}") from None
+    if any(c.isspace() for c in parts.netloc) or parts.port == 0:
+        raise ConfigError(key, f"not a Spacelift URL or host: {_short(value)}")
+    return url
 
 
 def account_name(endpoint: str) -> str:

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from exporter import health, selfmetrics
+from exporter import health, official, selfmetrics
 from exporter.areas import AREAS
 from exporter.families import MetricDef
 
@@ -64,10 +64,30 @@ def options_section() -> str:
     return "\n".join(rows)
 
 
+def official_section() -> str:
+    """One table: the official exporter's metrics, flags and endpoints, and their match here."""
+    rows = ["| Official exporter | Here |", "|---|---|"]
+    for m in official.METRICS:
+        labels = "{" + ", ".join(m.labels) + "}" if m.labels else ""
+        here = m.here
+        if m.missing:
+            here = f"**missing**: {m.missing}" + (f"; nearest: {m.here}" if m.here else "")
+        rows.append(f"| metric `{m.name}{labels}` | {here} |")
+    for f in official.FLAGS:
+        alias = f", `{f.alias}`" if f.alias else ""
+        default = f" (default `{f.default}`)" if f.default else ""
+        rows.append(f"| `serve {f.flag}`{alias}, `${f.env}`{default} | {f.here} |")
+    rows.append(f"| `{official.PROBE_PATH}` (readiness probe) | same as `/healthz` |")
+    rows.append("| port 9953 | same |")
+    rows.append("| image command `/usr/bin/spacelift-promex serve` | same (a link) |")
+    return "\n".join(rows)
+
+
 SECTIONS = {
     "metrics": metrics_section,
     "permissions": permissions_section,
     "options": options_section,
+    "official": official_section,
 }
 
 

@@ -73,3 +73,9 @@ class PollTimeout(SpaceliftError):
 
 class ReadOnlyViolation(Exception):
     """A document that is not a query (nor the token exchange) was about to be sent."""
+
+
+class ClientClosed(SpaceliftError):
+    """The exporter is stopping: a poll in flight ends without an answer (not an outage)."""
+
+    kind = "shutdown"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from exporter import __version__
+import platform
+
+from exporter import __revision__, __version__
 from exporter.families import FamilyBuilder, MetricDef, counter, gauge
 from exporter.store import AreaState, Key
 
@@ -33,11 +35,13 @@ LAST_SUCCESS = gauge(
 )
 POLLS = counter("spacelift_polls_total", "Polls of the area, successful or not.", "area")
 FAILURES = counter("spacelift_poll_failures_total", "Polls of the area that failed.", "area")
+# The name of Spacelift's official exporter (which labels it commit/goversion/version), so
+# "which exporter build is running" panels work with either.
 BUILD_INFO = MetricDef(
-    "spacelift_exporter_build_info",
+    "spacelift_build_info",
     "gauge",
-    "Build of the running spacelift-exporter (value 1).",
-    ("version",),
+    "Build of the running spacelift-exporter (value 1): version, source revision, Python.",
+    ("version", "revision", "python_version"),
 )
 
 METRICS = (
@@ -58,7 +62,7 @@ def up(states: list[AreaState]) -> bool:
 
 
 def collect(areas: list[tuple[Key, AreaState]], out: FamilyBuilder) -> None:
-    out.add(BUILD_INFO, (__version__,), 1)
+    out.add(BUILD_INFO, (__version__, __revision__, platform.python_version()), 1)
     by_account: dict[str, list[AreaState]] = {}
     for (account, _), st in areas:
         by_account.setdefault(account, []).append(st)

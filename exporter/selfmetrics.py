@@ -49,7 +49,31 @@ STATE_FILE_WRITES = MetricDef(
     ("outcome",),
 )
 
-METRICS = (API_REQUESTS, API_REQUEST_DURATION, TOKEN_EXCHANGES, RATE_LIMITED, STATE_FILE_WRITES)
+# Only with --web.config.file (exporter.webconfig.ReloadCollector), as Prometheus' own
+# prometheus_config_last_reload_successful and _success_timestamp_seconds.
+WEB_CONFIG_RELOAD = MetricDef(
+    "spacelift_web_config_last_reload_successful",
+    "gauge",
+    "1 when the last change of --web.config.file was read and is in force; 0 when it was "
+    "refused (unreadable, invalid or empty) and the previous web config stays in force.",
+    (),
+)
+WEB_CONFIG_RELOAD_TIME = MetricDef(
+    "spacelift_web_config_last_reload_success_timestamp_seconds",
+    "gauge",
+    "When --web.config.file was last read successfully (at start or after a change).",
+    (),
+)
+
+METRICS = (
+    API_REQUESTS,
+    API_REQUEST_DURATION,
+    TOKEN_EXCHANGES,
+    RATE_LIMITED,
+    STATE_FILE_WRITES,
+    WEB_CONFIG_RELOAD,
+    WEB_CONFIG_RELOAD_TIME,
+)
 
 
 def _counter(metric: MetricDef, registry: CollectorRegistry) -> Counter:

@@ -18,6 +18,26 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 FORMAT = "spacelift-exporter-state/1"
+# Far above a large account's run ledger (a few MB); a bigger file is not ours.
+MAX_BYTES = 256 << 20
+
+
+def _sections(data: bytes) -> dict[str, Any]:
+    """The sections of a state file, or ValueError/RecursionError for anything else."""
+    if len(data) > MAX_BYTES:
+        raise ValueError(f"larger than {MAX_BYTES >> 20} MiB")
+    raw = json.loads(data.decode("utf-8"), parse_constant=_no_constant)  # deep: RecursionError
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise ValueError("not a spacelift-exporter state file")
+    sections = raw.get("sections")
+    if not isinstance(sections, dict):
+        raise ValueError("sections is not a mapping")
+    return sections
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; restored into counters they would be exported as they are.
+    raise ValueError(f"{name} is not a number")
 
 
 def section_key(account: str, area: str) -> str:
@@ -33,7 +53,8 @@ class StateFile:
     def load(self) -> dict[str, Any]:
         """Read the file; {} (with a log line) when it is missing, unreadable or corrupt."""
         try:
-            text = self.path.read_text()
+            with self.path.open("rb") as f:
+                data = f.read(MAX_BYTES + 1)
         except FileNotFoundError:
             log.info(
                 "no state file yet, starting from a clean baseline", extra={"path": str(self.path)}
@@ -46,16 +67,11 @@ class StateFile:
             )
             return {}
         try:
-            raw = json.loads(text)
-            if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-                raise ValueError("not a spacelift-exporter state file")
-            sections = raw["sections"]
-            if not isinstance(sections, dict):
-                raise ValueError("sections is not a mapping")
-        except (ValueError, KeyError) as exc:
+            sections = _sections(data)
+        except (ValueError, KeyError, RecursionError) as exc:
             log.warning(
                 "state file corrupt, starting from a clean baseline",
-                extra={"path": str(self.path), "error": str(exc)[:200]},
+                extra={"path": str(self.path), "error": str(exc)[:200] or type(exc).__name__},
             )
             return {}
         with self._lock:

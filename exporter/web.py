@@ -1,132 +1,130 @@
-"""The HTTP endpoint: /, the metrics path, /healthz and /readyz. Scrapes only read bytes."""
+"""The HTTP endpoint's routes: /, the metrics path, /healthz and /readyz. Scrapes only read bytes.
+
+The server mechanics (connections, limits, TLS handshakes) are in ``exporter.httpd``.
+"""
 
 from __future__ import annotations
 
 import html
 import logging
-import socket
 import ssl
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from exporter import __version__
 from exporter.app import App
-from exporter.webconfig import WebAuth
+from exporter.httpd import Limits, Request, Response, Server, plain
+from exporter.webconfig import ReloadCollector, WebAuth
 
 log = logging.getLogger(__name__)
 
 
 # Probes carry no password and show no Spacelift data: they stay open under basic auth.
-OPEN_PATHS = ("/healthz", "/readyz")
+# /health is the probe path of Spacelift's official exporter (its Kubernetes example).
+OPEN_PATHS = ("/healthz", "/health", "/readyz")
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: Server
-    protocol_version = "HTTP/1.1"
-    timeout = 30  # an idle or half-open connection (or TLS handshake) frees its thread
+@dataclass(frozen=True)
+class Route:
+    """One path: a small function from the request to the response; no socket in sight."""
 
-    def do_GET(self) -> None:
-        self._route(send_body=True)
-
-    def do_HEAD(self) -> None:
-        self._route(send_body=False)
-
-    def _route(self, send_body: bool) -> None:
-        app = self.server.app
-        path = self.path.split("?", 1)[0]
-        auth = self.server.auth
-        peer = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
-        if not auth.client_allowed(peer):
-            self._send(403, b"client certificate not allowed\n", "text/plain", send_body)
-            return
-        if path not in OPEN_PATHS and not auth.allowed(self.headers.get("Authorization")):
-            self._send(401, b"unauthorized\n", "text/plain; charset=utf-8", send_body)
-            return
-        if path == app.config.telemetry_path:
-            gz = accepts_gzip(self.headers.get("Accept-Encoding"))
-            chunks, ctype, _ = app.exposition.body(self.headers.get("Accept"), gz)
-            self._send(200, chunks, ctype, send_body, gz)
-        elif path == "/healthz":
-            self._send(200, b"ok\n", "text/plain; charset=utf-8", send_body)
-        elif path == "/readyz":
-            pending = [f"{a}/{r}" for a, r in app.pending()]
-            if pending:
-                body = ("waiting for a first successful poll of: " + ", ".join(pending)).encode()
-                self._send(503, body + b"\n", "text/plain; charset=utf-8", send_body)
-            else:
-                self._send(200, b"ready\n", "text/plain; charset=utf-8", send_body)
-        elif path == "/":
-            self._send(200, landing_page(app).encode(), "text/html; charset=utf-8", send_body)
-        else:
-            self._send(404, b"not found\n", "text/plain; charset=utf-8", send_body)
-
-    def do_POST(self) -> None:
-        self._send(405, b"method not allowed\n", "text/plain; charset=utf-8", True)
-
-    def _send(
-        self,
-        status: int,
-        body: bytes | list[bytes],
-        ctype: str,
-        send_body: bool,
-        gzipped: bool = False,
-    ) -> None:
-        chunks = [body] if isinstance(body, bytes) else body  # parts written one by one
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(sum(map(len, chunks))))
-        if gzipped:
-            self.send_header("Content-Encoding", "gzip")
-        if status == 405:
-            self.send_header("Allow", "GET, HEAD")
-        if status == 401:
-            self.send_header("WWW-Authenticate", 'Basic realm="spacelift-exporter"')
-        for name, value in self.server.auth.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if send_body:
-            for chunk in chunks:
-                self.wfile.write(chunk)
-
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("http " + format % args)
+    fn: Callable[[App, Request], Response]
+    methods: tuple[str, ...] = ("GET", "HEAD")
+    max_body: int = 0  # a larger request body is refused with 413 before it is read
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
+def metrics(app: App, request: Request) -> Response:
+    # The pre-rendered parts as they are (no copy of the body), compressed once per change.
+    gz = accepts_gzip(request.headers.get("accept-encoding"))
+    chunks, ctype, encoding = app.exposition.body(request.headers.get("accept"), gz)
+    return Response(200, chunks, ctype, [("Content-Encoding", encoding)] if encoding else [])
 
-    def __init__(self, address: tuple[str, int], app: App, auth: WebAuth) -> None:
-        self.app = app
-        self.auth = auth
-        super().__init__(address, Handler)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up or fails the TLS handshake is routine: one debug line, in
-        # the configured log format, instead of socketserver's traceback on stderr.
-        log.debug("connection error", exc_info=True, extra={"client": str(client_address[0])})
+def healthz(app: App, request: Request) -> Response:
+    return plain(200, "ok")
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = super().get_request()
-        # A response is written in several pieces (headers, then each part of /metrics):
-        # without this, Nagle's algorithm holds each small piece back for the client's
-        # delayed ACK (40 ms).
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.auth.refresh()  # a changed web config applies from this connection on
-        if self.auth.ssl is not None:
-            # The handshake happens in the handler's thread, not in the accept loop.
-            sock = self.auth.ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, addr
+
+def readyz(app: App, request: Request) -> Response:
+    pending = [f"{a}/{r}" for a, r in app.pending()]  # ready means rendered
+    if pending:
+        return plain(503, "waiting for a first successful poll of: " + ", ".join(pending))
+    return plain(200, "ready")
+
+
+def landing(app: App, request: Request) -> Response:
+    return Response(200, landing_page(app).encode(), "text/html; charset=utf-8")
+
+
+def routes(app: App) -> dict[str, Route]:
+    return {
+        app.config.telemetry_path: Route(metrics),
+        "/healthz": Route(healthz),
+        "/health": Route(healthz),
+        "/readyz": Route(readyz),
+        "/": Route(landing),
+    }
+
+
+class Web:
+    """Routes behind basic auth, client certificate names and the configured headers."""
+
+    def __init__(self, app: App, auth: WebAuth, table: dict[str, Route]) -> None:
+        self.app, self.auth, self.routes = app, auth, table
+
+    def body_limit(self, method: str, path: str) -> int:
+        route = self.routes.get(path)
+        return route.max_body if route is not None else 0
+
+    def handle(self, request: Request) -> Response:
+        response = self._route(request)
+        response.headers.extend(self.auth.headers.items())
+        return response
+
+    def _route(self, request: Request) -> Response:
+        auth = self.auth
+        auth.refresh()  # a changed web config applies from this request on
+        if not auth.client_allowed(request.peer_cert):
+            return plain(403, "client certificate not allowed")
+        route = self.routes.get(request.path)
+        if route is None:
+            return plain(404, "not found")
+        if request.method not in route.methods:
+            return plain(405, "method not allowed", headers=[("Allow", ", ".join(route.methods))])
+        if request.path not in OPEN_PATHS and not auth.allowed(
+            request.headers.get("authorization")
+        ):
+            realm = 'Basic realm="spacelift-exporter"'
+            return plain(401, "unauthorized", headers=[("WWW-Authenticate", realm)])
+        return route.fn(self.app, request)
 
 
 def serve(
-    app: App, host: str, port: int, auth: WebAuth | None = None
+    app: App, host: str, port: int, auth: WebAuth | None = None, limits: Limits | None = None
 ) -> tuple[Server, threading.Thread]:
-    server = Server((host, port), app, auth or WebAuth(None))
-    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
-    thread.start()
-    return server, thread
+    """Serve the exporter's routes on host:port. Another listener (say for webhooks) is one
+    more ``server.listen(...)`` with its own routes, and the same TLS and limits."""
+    auth = auth or WebAuth(None)
+    if auth.path is not None:
+        app.registry.register(ReloadCollector(auth))
+    web = Web(app, auth, routes(app))
+    server = Server(limits)
+    server.listen(host, port, web.handle, web.body_limit, tls_of(auth))
+    server.start()
+    return server, server.io_thread
+
+
+def tls_of(auth: WebAuth) -> Callable[[], ssl.SSLContext | None] | None:
+    """TLS or not is fixed at start; the context itself is re-read with the web config."""
+    if not auth.tls_enabled:
+        return None
+
+    def current() -> ssl.SSLContext | None:
+        auth.refresh()
+        return auth.ssl
+
+    return current
 
 
 def accepts_gzip(header: str | None) -> bool:

@@ -18,7 +18,7 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' </dev/null
 
-paths=(exporter tests bench grafana alerts)
+paths=(exporter tests bench grafana alerts deploy)
 existing=()
 for p in "${paths[@]}"; do [ -e "$p" ] && existing+=("$p"); done
 .venv/bin/ruff check "${existing[@]}"

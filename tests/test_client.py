@@ -253,3 +253,17 @@ def test_failed_refresh_keeps_using_a_token_still_valid(sim: Simulator, clock: S
     sim.faults.http_status(503, operation=EXCHANGE, times=None)
     assert len(pools(client)) == 2
     assert sim.requests[EXCHANGE] > 1  # it did try to refresh
+
+
+def test_a_clock_ahead_of_spacelift_does_not_re_exchange_at_every_request(
+    sim: Simulator, clock: SimClock
+) -> None:
+    account = make_config(sim).accounts[0]
+    ahead = SimClock(start=clock.now() + 2 * 3600)  # our clock 2 h ahead, tokens live 1 h
+    client = SpaceliftClient(account, HTTP, clock=ahead.now, sleep=Sleeps())
+    for _ in range(3):
+        pools(client)
+    assert sim.requests[EXCHANGE] == 1
+    ahead.advance(3600 - 50)  # the token's own lifetime still decides when to refresh
+    pools(client)
+    assert sim.requests[EXCHANGE] == 2

@@ -217,3 +217,79 @@ def test_check_config_validates_the_web_config_too(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "tls_server_config.key_file" in proc.stderr
+
+
+ACCOUNT = "accounts: [{endpoint: a.app.spacelift.io}]\n"
+LAUGHS = "".join(
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}' if i else '{lol: x}'] * 9)}]\n" for i in range(9)
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "key"),
+    [
+        pytest.param(
+            ACCOUNT.encode() + b"log: {level: \xffinfo}\n", "--config.file", id="not-utf8"
+        ),
+        pytest.param(ACCOUNT + "areas: " + "[" * 5000 + "]" * 5000, "--config.file", id="deep"),
+        pytest.param(ACCOUNT + LAUGHS, "l4", id="billion-laughs"),
+        pytest.param(
+            "accounts:\n  - endpoint: a.app.spacelift.io\n    endpoint: b.app.spacelift.io\n",
+            "accounts[0].endpoint",
+            id="duplicate-key",
+        ),
+        pytest.param(
+            ACCOUNT + "areas: {usage: {interval: 1000000000000000000000000000000}}",
+            "areas.usage.interval",
+            id="duration-overflow-int",
+        ),
+        pytest.param(
+            ACCOUNT + "http: {poll_timeout: 99999999999999999999999h}",
+            "http.poll_timeout",
+            id="duration-overflow-str",
+        ),
+        pytest.param(
+            ACCOUNT + "areas: {stacks: {stack_labels: [team, {env: prod}]}}",
+            "areas.stacks.stack_labels[1]",
+            id="non-string-list-item",
+        ),
+        pytest.param(
+            ACCOUNT + "http: {retries: " + "9" * 5000 + "}", "--config.file", id="5000-digits"
+        ),
+        pytest.param(ACCOUNT + "a: &a [*a]\n", "a", id="recursive-alias"),
+        pytest.param(
+            "accounts: [{endpoint: 'https://a_é.example/graphql'}]",
+            "accounts[0].endpoint",
+            id="host-httpx-refuses",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_hostile_config_file_exits_2_naming_the_key(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    content: str | bytes,
+    key: str,
+) -> None:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cli, "_run", lambda *a, **k: pytest.fail("run would have started"))
+    path = tmp_path / "config.yml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert cli.main([command, "--config.file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"configuration error: {key}" in err, err
+    assert "Traceback" not in err and len(err) < 500, err
+
+
+def test_yaml_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "accounts:\n  - endpoint: a.app.spacelift.io\n    areas: {runs: &fast {interval: 15s}}\n"
+        + "areas: {stacks: {<<: *fast, per_stack: false}, usage: *fast}\n",
+    )
+    cfg = load(Overrides(config_file=path), env=ENV)
+    assert cfg.accounts[0].areas["runs"].interval == 15
+    assert cfg.accounts[0].areas["usage"].interval == 15

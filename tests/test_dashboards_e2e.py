@@ -26,8 +26,10 @@ from exporter.areas import AREAS
 from exporter.simulator import SimClock, Simulator, World, WorldConfig
 from tests.support import dashboard_lint as dl
 from tests.support.processes import ExporterProcess, PrometheusProcess
+from tests.support.s3server import MotoS3
 from tests.support.wait import until
 from tests.test_dashboards import PENDING_METRICS, UIDS, load
+from tests.test_ec2_ownership import RUN_NET, as_array, record, run_session
 
 pytestmark = pytest.mark.e2e
 
@@ -124,21 +126,53 @@ class Stack:
     http: httpx.Client  # one keep-alive connection for the few hundred queries
 
 
+def ec2_exports(s3: MotoS3, world: World) -> tuple[dict[str, Any], dict[str, str]]:
+    """A CloudTrail export in S3 in which two of the world's stacks launch instances: the
+    ec2_ownership area's options and the AWS environment of the exporter reading it."""
+    s3.client().create_bucket(Bucket="cloudtrail-exports")
+    first, second = sorted(world.stacks)[:2]
+    body = as_array(
+        [
+            record(
+                "RunInstances", run_session(RUN_NET, first), ["i-0a1b2c3d"], "2026-12-01T10:00Z"
+            ),
+            record(
+                "RunInstances", run_session(RUN_NET, second), ["i-0a1b2c3e"], "2026-12-01T11:00Z"
+            ),
+        ]
+    )
+    s3.client().put_object(Bucket="cloudtrail-exports", Key="ct/export.json", Body=body)
+    options = {"s3_bucket": "cloudtrail-exports", "s3_prefix": "ct/", "endpoint_url": s3.url}
+    env = {
+        **s3.admin.env(),
+        "AWS_EC2_METADATA_DISABLED": "true",  # never the metadata service: not on loopback
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    }
+    return options, env
+
+
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     world = build_world()
-    areas = {name: {"enabled": True, "interval": "5s"} for name in AREAS}
-    with (
-        Simulator(world, token_ttl=7 * DAY) as sim,
-        Clockwork(world),
-        # tokens outlive the test in real time too (the simulated clock is behind real time)
-        # with a state file, as a production exporter has one (its write counters show)
-        ExporterProcess(sim.url, {"areas": areas, "state_file": "state.json"}) as exporter,
-        PrometheusProcess([exporter.url.removeprefix("http://")], job=JOB) as prom,
-    ):
-        prom.wait_for(f'spacelift_up{{job="{JOB}", account="{ACCOUNT}"}} == 1')
-        with httpx.Client(base_url=prom.url + "/api/v1/", timeout=10) as http:
-            yield Stack(world, prom, http)
+    with MotoS3() as s3:
+        ec2_options, aws_env = ec2_exports(s3, world)
+        areas = {name: {"enabled": True, "interval": "5s"} for name in AREAS}
+        areas["ec2_ownership"].update(ec2_options)
+        with (
+            Simulator(world, token_ttl=7 * DAY) as sim,
+            Clockwork(world),
+            # tokens outlive the test in real time too (the simulated clock is behind real
+            # time); with a state file, as a production exporter has one (its write counters
+            # show)
+            ExporterProcess(
+                sim.url, {"areas": areas, "state_file": "state.json"}, env=aws_env
+            ) as exporter,
+            PrometheusProcess([exporter.url.removeprefix("http://")], job=JOB) as prom,
+        ):
+            prom.wait_for(f'spacelift_up{{job="{JOB}", account="{ACCOUNT}"}} == 1')
+            with httpx.Client(base_url=prom.url + "/api/v1/", timeout=10) as http:
+                yield Stack(world, prom, http)
 
 
 # --- Grafana's side: variables and targets ----------------------------------------------

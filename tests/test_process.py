@@ -77,9 +77,16 @@ def test_exposition_passes_promtool_with_no_findings(
         assert resp.content.endswith(b"# EOF\n")
     assert b"spacelift_worker_pool_workers{" in resp.content
     result = promtool_check(as_text_format(resp.content) if accept else resp.content)
-    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), (
-        result.stdout + result.stderr
-    )
+    findings = set((result.stdout + result.stderr).strip().splitlines()) - OFFICIAL_NAME_FINDINGS
+    assert not findings, findings
+
+
+# Spacelift's official exporter named this gauge; it is served under that name so dashboards
+# built on it keep working, and promtool's naming lint on it is the one finding allowed.
+OFFICIAL_NAME_FINDINGS = {
+    "spacelift_current_avg_stack_size_by_resource_count non-histogram and non-summary metrics "
+    'should not have "_count" suffix'
+}
 
 
 def test_endpoints(exporter: ExporterProcess) -> None:

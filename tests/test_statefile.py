@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.areas.run_ledger import Ledger
 from exporter.statefile import FORMAT, StateFile, section_key
 
 
@@ -44,3 +45,33 @@ def test_unwritable_location_is_logged_not_raised(
     with caplog.at_level(logging.WARNING):
         assert not sf.save("a/runs", {})
     assert any("cannot write the state file" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"\xff\xfe{garbage", id="not-utf8"),
+        pytest.param(b"[" * 200_000 + b"]" * 200_000, id="deep-json"),
+        pytest.param(
+            b'{"format": "spacelift-exporter-state/1", "sections": {"a/runs": {"x": NaN}}}',
+            id="nan",
+        ),
+        pytest.param(b'{"format": "spacelift-exporter-state/1", "sections": [1]}', id="shape"),
+    ],
+)
+def test_hostile_state_file_gives_a_clean_start_and_a_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes
+) -> None:
+    path = tmp_path / "state.json"
+    path.write_bytes(content)
+    with caplog.at_level(logging.WARNING):
+        assert StateFile(path).load() == {}
+    assert any("state file corrupt" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("count", [-3, 10**30])
+def test_a_run_ledger_with_an_absurd_counter_is_refused(count: int) -> None:
+    raw = Ledger(baseline=1_780_000_000.0).to_json()
+    raw["finished"] = [["root", "stack", "TRACKED", "FINISHED", count]]
+    with pytest.raises(ValueError):
+        Ledger.from_json(json.loads(json.dumps(raw)))

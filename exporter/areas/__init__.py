@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from exporter.areas import access, public_worker_pool, runs, stacks, usage, worker_pools
+from exporter.areas import (
+    access,
+    aggregates,
+    ec2_ownership,
+    public_worker_pool,
+    runs,
+    stacks,
+    usage,
+    worker_pools,
+)
 from exporter.areas.base import AreaSpec, MetricDef
 
 AREAS: dict[str, AreaSpec] = {
@@ -14,6 +23,8 @@ AREAS: dict[str, AreaSpec] = {
         access.SPEC,
         stacks.SPEC,
         runs.SPEC,
+        aggregates.SPEC,
+        ec2_ownership.SPEC,
     )
 }
 

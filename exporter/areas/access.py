@@ -337,7 +337,7 @@ def parse_seats(data: object) -> tuple[Seat, ...]:
     out = []
     for field, kind in SEAT_KINDS:
         s = p.obj(seats.get(field), f"seats.{field}")
-        limit = p.number(s, "limit", f"seats.{field}")
+        limit = p.number(s, "limit", f"seats.{field}", allow_negative=True)  # -1: no limit
         out.append(Seat(kind, p.number(s, "inUse", f"seats.{field}"), None if limit < 0 else limit))
     return tuple(out)
 

@@ -30,6 +30,7 @@ from exporter.families import (
 
 if TYPE_CHECKING:
     from exporter.client import SpaceliftClient
+    from exporter.config import HttpConfig
 
 __all__ = [
     "AreaContext",
@@ -75,6 +76,9 @@ class AreaContext:
     options: Mapping[str, Any]
     state: Any = None  # area-owned persistent state (the run ledger), restored by the app
     clock: Callable[[], float] = time.time  # "now" for ages and baselines (tests inject one)
+    # Timeouts, retries and the poll budget, for areas whose I/O is not the Spacelift client
+    # (ec2_ownership reads S3): they apply the same limits to it.
+    http: HttpConfig | None = None
 
 
 class DocumentPoller:
@@ -108,3 +112,6 @@ class AreaSpec:
     permission: str
     options: Mapping[str, OptionSpec] = field(default_factory=dict)
     enabled_by_default: bool = True
+    # Checked when the area is enabled: (option, problem) for a config error naming
+    # ``areas.<area>.<option>``, or None. For what types alone cannot say.
+    check: Callable[[Mapping[str, Any]], tuple[str, str] | None] | None = None

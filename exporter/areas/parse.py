@@ -2,14 +2,26 @@
 
 Parsers turn JSON into typed snapshots and must reject an answer of the wrong shape with a
 ``MalformedResponseError`` (so the area keeps its last good snapshot) rather than a TypeError.
+Values that would become samples or labels are bounded here, once for every area: a NaN, a
+negative count, a 5,000-digit number, a million-item list or a megabyte name is a malformed
+answer, never exported as it is.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from exporter.errors import MalformedResponseError
+
+# Counts, minutes and Unix timestamps all fit well below 2**53 (exact in a float).
+MAX_NUMBER = 1e15
+# Far above any one answer of a real account (pages hold 50 stacks; pools, keys, spaces
+# number in the hundreds), far below what would exhaust memory in labels and series.
+MAX_ITEMS = 100_000
+# Ids, names, spaces, states and labels: Spacelift's are short; a longer one is not exported.
+MAX_STRING = 1024
 
 
 def obj(value: Any, where: str) -> Mapping[str, Any]:
@@ -21,6 +33,8 @@ def obj(value: Any, where: str) -> Mapping[str, Any]:
 def lst(value: Any, where: str) -> Sequence[Any]:
     if not isinstance(value, list):
         raise MalformedResponseError(f"{where}: expected a list, got {type(value).__name__}")
+    if len(value) > MAX_ITEMS:
+        raise MalformedResponseError(f"{where}: {len(value)} items, more than {MAX_ITEMS}")
     return value
 
 
@@ -28,27 +42,56 @@ def string(o: Mapping[str, Any], key: str, where: str) -> str:
     value = o.get(key)
     if not isinstance(value, str):
         raise MalformedResponseError(f"{where}.{key}: expected a string")
-    return value
+    return _bounded_string(value, f"{where}.{key}")
 
 
 def opt_string(o: Mapping[str, Any], key: str, where: str) -> str | None:
     value = o.get(key)
-    if value is not None and not isinstance(value, str):
+    if value is None:
+        return None
+    if not isinstance(value, str):
         raise MalformedResponseError(f"{where}.{key}: expected a string or null")
+    return _bounded_string(value, f"{where}.{key}")
+
+
+def strings(value: Any, where: str) -> tuple[str, ...]:
+    """The strings of a list (labels, tags), other items skipped, each bounded."""
+    return tuple(
+        _bounded_string(item, f"{where}[{i}]")
+        for i, item in enumerate(lst(value, where))
+        if isinstance(item, str)
+    )
+
+
+def _bounded_string(value: str, where: str) -> str:
+    if len(value) > MAX_STRING:
+        raise MalformedResponseError(f"{where}: {len(value)} characters, more than {MAX_STRING}")
     return value
 
 
-def number(o: Mapping[str, Any], key: str, where: str) -> float:
+def number(o: Mapping[str, Any], key: str, where: str, *, allow_negative: bool = False) -> float:
+    """A finite number from 0 (or -MAX_NUMBER) to MAX_NUMBER."""
     value = o.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise MalformedResponseError(f"{where}.{key}: expected a number")
+    low = -MAX_NUMBER if allow_negative else 0.0
+    # Compare before float(): float() of a huge int raises OverflowError.
+    if not low <= value <= MAX_NUMBER or (isinstance(value, float) and math.isnan(value)):
+        raise MalformedResponseError(f"{where}.{key}: {_short(value)} is out of range")
     return float(value)
 
 
-def opt_number(o: Mapping[str, Any], key: str, where: str) -> float | None:
+def opt_number(
+    o: Mapping[str, Any], key: str, where: str, *, allow_negative: bool = False
+) -> float | None:
     if o.get(key) is None:
         return None
-    return number(o, key, where)
+    return number(o, key, where, allow_negative=allow_negative)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
 
 def boolean(o: Mapping[str, Any], key: str, where: str) -> bool:

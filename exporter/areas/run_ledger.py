@@ -663,8 +663,11 @@ class Ledger:
         for sid, kind, cursors in raw.get("gaps", []):
             led.gaps[(str(sid), str(kind))] = [str(c) for c in cursors]
         for space, sid, rtype, state, value in raw["finished"]:
-            if int(value):
-                led.finished[(str(space), str(sid), str(rtype), str(state))] = int(value)
+            count = int(value)
+            if not 0 <= count <= 10**15:  # a counter restored as is: never negative or absurd
+                raise ValueError(f"finished count out of range: {count}")
+            if count:
+                led.finished[(str(space), str(sid), str(rtype), str(state))] = count
         led.forgotten = {str(k): float(v) for k, v in raw.get("forgotten", {}).items()}
         for a in led.active.values():
             led._placeholders(a.obs, a.space)

@@ -132,9 +132,7 @@ def parse_stack(raw: Any, where: str) -> Stack:
         vendor = typename.removeprefix("StackConfigVendor")
     pool = o.get("workerPool")
     pool_id = "" if pool is None else p.string(p.obj(pool, where + ".workerPool"), "id", where)
-    labels = tuple(
-        str(label) for label in p.lst(o.get("labels"), where + ".labels") if isinstance(label, str)
-    )
+    labels = p.strings(o.get("labels"), where + ".labels")
     return Stack(
         id=p.string(o, "id", where),
         name=p.string(o, "name", where),

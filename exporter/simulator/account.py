@@ -82,15 +82,22 @@ class Metrics:
         counts = Counter(s.state for s in self._w.stacks.values())
         return [{"value": float(n), "labels": [st]} for st, n in sorted(counts.items())]
 
+    # Run durations in nanoseconds, as the real API gives them (the official exporter's
+    # fixtures: 187000000000); an empty list while no run has finished.
     @property
     def averageRunDuration(self) -> list[dict[str, Any]]:
         d = self._w.recent_durations
-        return [{"value": float(statistics.fmean(d)) if d else 0.0, "labels": []}]
+        return [{"value": float(statistics.fmean(d)) * 1e9, "labels": []}] if d else []
 
     @property
     def medianRunDuration(self) -> list[dict[str, Any]]:
         d = self._w.recent_durations
-        return [{"value": float(statistics.median(d)) if d else 0.0, "labels": []}]
+        return [{"value": float(statistics.median(d)) * 1e9, "labels": []}] if d else []
+
+    @property
+    def avgStackSizeByResourceCount(self) -> list[dict[str, Any]]:
+        sizes = [s.entityCount for s in self._w.stacks.values()]
+        return [{"value": float(statistics.fmean(sizes)), "labels": []}] if sizes else []
 
     @property
     def resourcesCountByDrift(self) -> list[dict[str, Any]]:
@@ -98,7 +105,7 @@ class Metrics:
         total = sum(s.entityCount for s in self._w.stacks.values())
         return [
             {"value": float(drifted), "labels": ["DRIFTED"]},
-            {"value": float(total - drifted), "labels": ["OK"]},
+            {"value": float(total - drifted), "labels": ["IN_SYNC"]},
         ]
 
     @property

@@ -11,6 +11,7 @@ import contextlib
 import json
 import secrets
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -158,8 +159,10 @@ class Simulator:
         token_ttl: int = 3600,
         host: str = "127.0.0.1",
         port: int = 0,
+        tls: ssl.SSLContext | None = None,  # serve HTTPS (self-hosted Spacelift, private CA)
     ) -> None:
         self.world = world
+        self.tls = tls
         self.key_id, self.key_secret, self.key_name = key_id, key_secret, "spacelift-exporter"
         self.token_ttl = token_ttl
         self.host, self._port = host, port
@@ -186,7 +189,7 @@ class Simulator:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -195,6 +198,10 @@ class Simulator:
     def start(self) -> Simulator:
         handler = type("Handler", (_Handler,), {"sim": self})
         self._httpd = _Server((self.host, self._port), handler)
+        if self.tls is not None:  # the handshake runs in the handler's thread, not in accept
+            self._httpd.socket = self.tls.wrap_socket(
+                self._httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, args=(0.05,), name="spacelift-sim", daemon=True
         )

@@ -216,7 +216,7 @@ def build() -> dm.Dashboard:
                 "Version of the running spacelift-exporter, per scrape target.",
                 "none",
                 query(
-                    'spacelift_exporter_build_info{job=~"$job"} * on (job, instance) group_left ()'
+                    'spacelift_build_info{job=~"$job"} * on (job, instance) group_left ()'
                     f" max by (job, instance) ({sel('spacelift_up')})",
                     "{{version}} ({{instance}})",
                     instant=True,

@@ -12,8 +12,10 @@ from grafana.dashboards_src.common import (
     Board,
     graph,
     grid,
+    increase,
     is_,
     query,
+    rate,
     sel,
     single,
     steps,
@@ -200,6 +202,83 @@ def build() -> dm.Dashboard:
                 nan_text=UNKNOWN,
                 w=24,
                 h=10,
+            ),
+        ],
+    )
+    # The ec2_ownership area (off unless configured): empty panels without it.
+    ec2_by = "sum by (account, stack_id, aws_account, aws_region)"
+    b.row(
+        "EC2 instances (CloudTrail exports)",
+        [
+            grid(
+                "EC2 instances launched and not terminated",
+                "Per stack, AWS account and region: instances the stack's runs launched that no "
+                "termination in the CloudTrail exports has ended, and how long ago the oldest "
+                "was launched, most first. Needs the ec2_ownership area.",
+                "short",
+                query(
+                    f"{ec2_by} ({sel('spacelift_ec2_instances_launched_not_terminated')})",
+                    instant=True,
+                    table_format=True,
+                ),
+                query(
+                    "time() - min by (account, stack_id, aws_account, aws_region) "
+                    f"({sel('spacelift_ec2_instances_oldest_launch_timestamp_seconds')})",
+                    instant=True,
+                    table_format=True,
+                ),
+                columns={
+                    "account": "Account",
+                    "stack_id": "Stack id",
+                    "aws_account": "AWS account",
+                    "aws_region": "Region",
+                    "Value #A": "Instances",
+                    "Value #B": "Oldest launched",
+                },
+                column_units={"Oldest launched": "s"},
+                sort_by="Instances",
+            ),
+            graph(
+                "EC2 instance events by stack",
+                "Instances named in EC2 events made by each stack's runs (RunInstances, "
+                "TerminateInstances...), per read of the CloudTrail exports. Needs the "
+                "ec2_ownership area.",
+                "short",
+                query(
+                    f"sum by (stack_id, event) ({increase('spacelift_ec2_instance_events_total')})",
+                    "{{stack_id}} {{event}}",
+                ),
+                stacked=True,
+            ),
+            graph(
+                "CloudTrail export records read",
+                "Records read from the exports per second, by outcome (counted; a Spacelift "
+                "run naming no instance; another identity; another Spacelift account; already "
+                "read in a rewritten export; skipped as malformed, too large or too deep), "
+                "files given up as unreadable, and launches not tracked for lack of room.",
+                "ops",
+                query(
+                    f"sum by (outcome) ({rate('spacelift_ec2_export_records_total')})",
+                    "{{outcome}}",
+                ),
+                query(
+                    f"sum by (outcome) ({rate('spacelift_ec2_export_files_total')})",
+                    "files {{outcome}}",
+                ),
+                query(
+                    f"sum({rate('spacelift_ec2_instances_untracked_total')})",
+                    "launches not tracked",
+                ),
+            ),
+            single(
+                "CloudTrail export lag",
+                "How old the newest event counted from the exports is: the delay of "
+                "CloudTrail, the export schedule and this area's polls together.",
+                "s",
+                query(
+                    f"time() - max({sel('spacelift_ec2_export_newest_event_timestamp_seconds')})"
+                ),
+                thresholds=steps((None, "green"), (2 * 86400, "orange")),
             ),
         ],
     )
