@@ -67,10 +67,12 @@ class _Part:
         ready = self._variants.get(variant)
         if ready is not None:
             return ready
+        om, gz = variant
+        if om and not self._rendered.om_headers:  # the same bytes as the text format
+            return self.get((False, gz))
         with self._lock:  # concurrent scrapes build a variant once
             ready = self._variants.get(variant)
             if ready is None:
-                om, gz = variant
                 data = self._rendered.openmetrics() if om else self._rendered.text
                 if gz and data:  # an empty part adds nothing
                     data = _deflate(data, zlib.Z_SYNC_FLUSH)

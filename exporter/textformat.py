@@ -24,7 +24,7 @@ from prometheus_client.core import Metric
 from prometheus_client.openmetrics import exposition as _om
 from prometheus_client.registry import Collector
 
-from exporter.families import PAUSE_EVERY, HistogramValue, MetricDef, bucket_bound
+from exporter.families import PAUSE_EVERY, FamilyBuilder, HistogramValue, MetricDef, bucket_bound
 
 Samples = list[tuple[tuple[str, ...], Any]]
 
@@ -194,8 +194,6 @@ class _One(Collector):
 def _fallback(metric: MetricDef, samples: Samples) -> tuple[bytes, bytes, bytes]:
     """A family with a name the fast path does not write (not one of ours today):
     prometheus_client renders it. Returns (text, OpenMetrics header, text header)."""
-    from exporter.families import FamilyBuilder
-
     builder = FamilyBuilder()
     builder.declare(metric)
     for values, value in samples:

@@ -46,7 +46,7 @@ def test_served_bodies_match_prometheus_client_and_gzip_is_one_member(app: App) 
     exposition = Exposition(parts, live)
     for refresh in ((), ("health",), ("stacks", "health")):
         exposition.refresh(*refresh)
-        for accept in (None, OPENMETRICS):
+        for accept in (OPENMETRICS, None):  # OpenMetrics first, as Prometheus asks
             plain, ctype, encoding = exposition.body(accept, gzip=False)
             zipped, zipped_type, zipped_encoding = exposition.body(accept, gzip=True)
             assert (encoding, zipped_type, zipped_encoding) == (None, ctype, "gzip")
