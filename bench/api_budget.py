@@ -9,8 +9,13 @@ or whose runs moved since the previous poll) and the cycle's wall time. A last s
 (``--large-queue``, 1,000 stacks) takes every worker of one pool away and queues 600
 drift-detection runs there: six queue pages, of which a steady poll reads only the first.
 
+Then the shared stack listing: the stacks area (every 60 s) and the runs area (every 30 s)
+polled together for ``--minutes`` simulated minutes at several phases between the two,
+printing ``searchStacks`` requests per minute with the listing shared and with each area
+listing for itself (sharing switched off), and the ratio.
+
     python bench/api_budget.py [--sizes 100,1000,10000] [--cycles 6] [--activity 2]
-                               [--large-queue 1000]
+                               [--large-queue 1000] [--listing-sizes 1000,10000] [--minutes 10]
 
 Timings are of this machine and the in-process simulator; the request counts are the point.
 """
@@ -28,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from exporter.app import App
 from exporter.areas import AREAS
 from exporter.areas.runs import budget, naive_requests
+from exporter.areas.stack_listing import StackListing
 from exporter.config import Overrides, load
 from exporter.simulator import SimClock, Simulator, World, WorldConfig
 
@@ -35,9 +41,9 @@ INTERVAL = 30.0
 TOKEN_OP = "SpaceliftExporterGetToken"
 
 
-def make_app(sim: Simulator) -> App:
+def make_app(sim: Simulator, areas: tuple[str, ...] = ("runs",)) -> App:
     raw: dict[str, Any] = {
-        "areas": {name: {"enabled": name == "runs"} for name in AREAS},
+        "areas": {name: {"enabled": name in areas} for name in AREAS},
         "http": {"retries": 0, "poll_timeout": 600},
     }
     env = {"SPACELIFT_API_KEY_ID": sim.key_id, "SPACELIFT_API_KEY_SECRET": sim.key_secret}
@@ -120,6 +126,33 @@ def bench(
     return rows
 
 
+def listing_bench(stacks: int, minutes: int, phase: float, shared: bool, seed: int) -> float:
+    """searchStacks requests per simulated minute with stacks (60 s) and runs (30 s) polled
+    together, the stacks polls ``phase`` seconds after the runs polls."""
+    clock = SimClock(start=1_780_000_000.0)
+    world = World(WorldConfig(seed=seed, stacks=stacks, activity=2.0), clock)
+    original = StackListing.max_age
+    if not shared:  # each area sweeps for itself, as before the listing was shared
+        StackListing.max_age = property(lambda self: 0.0)  # type: ignore[assignment,method-assign]
+    try:
+        with Simulator(world) as sim:
+            app = make_app(sim, ("stacks", "runs"))
+            account = next(iter(app.clients))
+            events = sorted(
+                [(t, "runs") for t in range(0, minutes * 60, 30)]
+                + [(t + phase, "stacks") for t in range(0, minutes * 60, 60)]
+            )
+            start = clock.now()
+            sim.reset_counts()
+            for at, area in events:
+                world.advance(start + at - clock.now())
+                app.poll((account, area))
+            app.close()
+            return sim.requests["SpaceliftExporterStacks"] / minutes
+    finally:
+        StackListing.max_age = original  # type: ignore[method-assign]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100,1000,10000")
@@ -130,6 +163,8 @@ def main() -> None:
     ap.add_argument(
         "--large-queue", type=int, default=1000, help="stacks of the large-queue scenario (0: skip)"
     )
+    ap.add_argument("--listing-sizes", default="1000,10000", help="shared listing scenario")
+    ap.add_argument("--minutes", type=int, default=10, help="simulated minutes per listing run")
     args = ap.parse_args()
     header = (
         f"{'scenario':>9} {'stacks':>6} {'cycle':>5} {'active':>6} {'A':>5} "
@@ -155,6 +190,16 @@ def main() -> None:
             )
         print()
     print(f"worst requests/target: {worst:.2f} (<= 1 meets S/50 + A/20 + pools + 2)")
+    print()
+    print("stack listing (searchStacks requests per minute), stacks every 60s + runs every 30s")
+    header = f"{'stacks':>6} {'phase_s':>7} {'separate':>9} {'shared':>7} {'ratio':>6}"
+    print(header)
+    print("-" * len(header))
+    for size in (int(x) for x in args.listing_sizes.split(",") if x):
+        for phase in (1.0, 15.0, 29.0):
+            alone = listing_bench(size, args.minutes, phase, False, args.seed)
+            shared = listing_bench(size, args.minutes, phase, True, args.seed)
+            print(f"{size:>6} {phase:>7.0f} {alone:>9.1f} {shared:>7.1f} {shared / alone:>6.2f}")
 
 
 if __name__ == "__main__":

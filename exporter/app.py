@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -21,7 +22,7 @@ from exporter.areas import AREAS
 from exporter.areas.base import AreaContext, Poller
 from exporter.client import SpaceliftClient
 from exporter.config import Config
-from exporter.errors import PartialPermissionDenied, SpaceliftError
+from exporter.errors import PartialFailure, PartialPermissionDenied, SpaceliftError
 from exporter.exposition import Exposition, Source
 from exporter.families import FamilyBuilder
 from exporter.selfmetrics import SelfMetrics
@@ -59,6 +60,7 @@ class App:
             self.self_metrics.init_state_file()
         for account in config.accounts:
             self.self_metrics.init_account(account.name)
+            shared: dict[str, Any] = {}  # what this account's areas share (the stack listing)
             self.clients[account.name] = SpaceliftClient(
                 account, config.http, self.self_metrics, clock=clock, transport=transport
             )
@@ -68,6 +70,9 @@ class App:
                     account.areas[area].options,
                     state=saved.get(section_key(account.name, area)),
                     clock=clock,
+                    area=area,
+                    interval=account.areas[area].interval,
+                    shared=shared,
                     http=config.http,
                 )
                 self.pollers[(account.name, area)] = AREAS[area].create(ctx)
@@ -96,9 +101,10 @@ class App:
         try:
             with client.budget(self.config.http.poll_timeout):
                 snapshot = self.pollers[key].poll(client)
-        except PartialPermissionDenied as exc:
+        except (PartialPermissionDenied, PartialFailure) as exc:
             duration = time.perf_counter() - started
-            self.store.partial(key, exc.snapshot, str(exc), self.clock(), duration)
+            self.store.partial(key, exc.snapshot, str(exc), self.clock(), duration, exc.kind)
+            self._save_state(key)  # what was read was folded in (the run ledger)
             log.info(
                 "poll partly refused, serving what the API key may read",
                 extra={"account": account, "area": area, "kind": exc.kind, "error": str(exc)},
@@ -165,7 +171,18 @@ class App:
             client.close()
 
     def _collect_health(self, out: FamilyBuilder) -> None:
-        health.collect(self.store.items(), out)
+        health.collect(self.store.items(), out, self.unavailable_fields())
+
+    def unavailable_fields(self) -> list[tuple[str, str, str, str]]:
+        """(account, area, field, reason) of every field an area's documents go without."""
+        out: set[tuple[str, str, str, str]] = set()
+        for (account, _), poller in self.pollers.items():
+            # ``gates``: a poller using several (the shared stack listing has its own)
+            gates = getattr(poller, "gates", None) or (getattr(poller, "fields", None),)
+            for gate in gates:
+                if gate is not None:
+                    out.update((account, gate.area, u.field, u.reason) for u in gate.unavailable())
+        return sorted(out)
 
     def _collect_area(self, area: str, out: FamilyBuilder) -> None:
         """Every account's series of one area."""

@@ -1,4 +1,4 @@
-"""Command line: run (default), serve, check-config, once, demo."""
+"""Command line: run (default), serve, check-config, once, demo, doctor."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from exporter.secret import Secret
 log = logging.getLogger("exporter")
 
 # serve: the command of Spacelift's official exporter, so its container args work unchanged.
-COMMANDS = ("run", "serve", "check-config", "once", "demo")
+COMMANDS = ("run", "serve", "check-config", "once", "demo", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run: serve /metrics (default); serve: the same, as Spacelift's official "
         "exporter names it; check-config: validate and print the effective "
         "configuration, secrets redacted; once: poll every area once and print the exposition; "
-        "demo: start the built-in Spacelift simulator and serve metrics from it",
+        "demo: start the built-in Spacelift simulator and serve metrics from it; "
+        "doctor: check the connection, the key, the schema and every area against the account "
+        "(exit 0 all work, 1 not, 2 bad configuration)",
     )
     p.add_argument("--version", action="version", version=f"spacelift-exporter {__version__}")
     p.add_argument("--config.file", dest="config_file", type=Path, help="YAML configuration file")
@@ -116,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
         "0 picks a free one), so `once` and `doctor` can be pointed at it",
     )
     _official_flags(p)
+    d = p.add_argument_group("doctor")
+    d.add_argument(
+        "--output", dest="doctor_output", choices=("table", "json"),
+        help="doctor: a readable table (default) or JSON",
+    )  # fmt: skip
+    d.add_argument(
+        "--capture", dest="doctor_capture", type=Path, metavar="DIR",
+        help="doctor: also write every answer received into DIR, tokens removed and names, "
+        "ids and labels replaced by placeholders (safe to attach to a bug report)",
+    )  # fmt: skip
     return p
 
 
@@ -183,7 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `_created` series double every counter's series count and no dashboard uses them.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     overrides = config.Overrides(
-        **{k: v for k, v in vars(args).items() if k != "command" and v is not None}
+        **{
+            k: v
+            for k, v in vars(args).items()
+            if k != "command" and not k.startswith("doctor_") and v is not None
+        }
     )
     try:
         if args.command == "demo":
@@ -202,6 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(json.dumps(cfg.redacted(), indent=2, default=str))
         return 0
+    if args.command == "doctor":
+        from exporter import doctor
+
+        logsetup.setup("error", cfg.log_format)  # the report says it all
+        output = args.doctor_output or "table"
+        return doctor.run(cfg, output=output, capture=args.doctor_capture)
     logsetup.setup(cfg.log_level, cfg.log_format)
     if args.command == "once":
         return _once(cfg)
@@ -215,8 +237,21 @@ def _once(cfg: config.Config) -> int:
     if cfg.log_level != "debug":
         # "serving the last good data" is the daemon's story; here the summary below says it.
         logging.getLogger("exporter.app").setLevel(logging.ERROR)
+    interrupted = threading.Event()
+
+    def interrupt(*_: Any) -> None:
+        # Closing the clients ends every poll in flight (pauses, blocked reads) at once;
+        # a KeyboardInterrupt would instead wait for them and end in a traceback.
+        interrupted.set()
+        app.close()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
     try:
         ok = app.poll_all()
+        if interrupted.is_set():
+            print("spacelift-exporter: interrupted", file=sys.stderr)
+            return 130
         body, _ = app.exposition.render("text/plain")
         sys.stdout.write(body.decode())
         for line in _failures(app):

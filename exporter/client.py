@@ -70,17 +70,26 @@ MAX_ERRORS = 100  # entries of errors[] (and of a path) looked at; the rest is n
 VIEWER_DOCUMENT = "query SpaceliftExporterViewer { viewer { id } }"
 
 PERMISSION_MESSAGES = ("unauthorized", "not available for machine sessions", "forbidden")
+# An older server's validation error for a field its schema lacks (graphql-js wording).
+UNKNOWN_FIELD = re.compile(r"""Cannot query field ["'](\w+)["'] on type ["'](\w+)["']""")
 
 
 @dataclass(frozen=True)
 class FieldError:
     message: str
     path: tuple[str | int, ...]
+    locations: tuple[tuple[int, int], ...] = ()  # (line, column) in the document sent
 
     @property
     def is_permission(self) -> bool:
         text = self.message.lower()
         return any(m in text for m in PERMISSION_MESSAGES)
+
+    @property
+    def unknown_field(self) -> str | None:
+        """``Type.field`` when the server's schema has no such field, else None."""
+        m = UNKNOWN_FIELD.search(self.message)
+        return f"{m.group(2)}.{m.group(1)}" if m else None
 
 
 @dataclass(frozen=True)
@@ -370,7 +379,9 @@ class SpaceliftClient:
                     self._observe(operation, "rate_limited", started)
                     if self._metrics:
                         self._metrics.rate_limited(self.account)
-                    wait = _retry_after(resp.headers.get("Retry-After"), time.time())
+                    # An HTTP date is read against Spacelift's own clock (its Date header).
+                    server_now = _http_date(resp.headers.get("Date")) or time.time()
+                    wait = _retry_after(resp.headers.get("Retry-After"), server_now)
                     wait = wait if wait is not None else self._backoff(attempt)
                     if attempt >= self._cfg.retries or wait > deadline - time.monotonic():
                         raise RateLimitedError(
@@ -392,6 +403,11 @@ class SpaceliftClient:
                 elif status != 200:
                     # A 4xx names what Spacelift disliked (a removed field, a bad variable).
                     self._observe(operation, "http_error", started)
+                    unknown = [e for e in _errors(content) if e.unknown_field]
+                    if unknown:
+                        # Some GraphQL servers answer a validation error with a 4xx (gqlgen:
+                        # 422): a field this release lacks, which the caller may leave out.
+                        return Result(operation, None, tuple(unknown), status)
                     messages = _error_messages(content)
                     raise QueryError(
                         f"{operation}: HTTP {status}" + (f": {messages}" if messages else "")
@@ -450,15 +466,20 @@ class SpaceliftClient:
         return ceiling / 2 + self._rng() * ceiling / 2  # "equal jitter"
 
 
-def _error_messages(content: bytes) -> str:
+def _errors(content: bytes) -> list[FieldError]:
+    """The ``errors[]`` of a non-200 answer, if it has any."""
     try:
         payload = loads(content)
     except AnswerUnreadable:
-        return ""
+        return []
     errors = payload.get("errors") if isinstance(payload, dict) else None
     if not isinstance(errors, list):
-        return ""
-    return cut("; ".join(_field_error(e).message for e in errors[:MAX_ERRORS]))
+        return []
+    return [_field_error(e) for e in errors[:MAX_ERRORS]]
+
+
+def _error_messages(content: bytes) -> str:
+    return cut("; ".join(e.message for e in _errors(content)))
 
 
 def _refused(result: Result) -> bool:
@@ -471,9 +492,18 @@ def _field_error(raw: Any) -> FieldError:
         return FieldError(cut(str(raw)), ())
     path = raw.get("path") or ()
     path = path[:MAX_ERRORS] if isinstance(path, list) else ()
+    raw_locations = raw.get("locations")
+    locations = tuple(
+        (loc["line"], loc["column"])
+        for loc in (raw_locations[:10] if isinstance(raw_locations, list) else [])
+        if isinstance(loc, dict)
+        and isinstance(loc.get("line"), int)
+        and isinstance(loc.get("column"), int)
+    )
     return FieldError(
         cut(str(raw.get("message", ""))),
         tuple(p if isinstance(p, int) else cut(str(p), 100) for p in path),
+        locations,
     )
 
 
@@ -512,6 +542,21 @@ def _lifetime(jwt: str, valid_until: float, server_time: float | None, now: floa
     if issued is None:
         issued = server_time if server_time is not None else now
     return valid_until - issued
+
+
+def session_admin(client: SpaceliftClient) -> bool | None:
+    """The ``adm`` claim of the client's session JWT (Spacelift sets it on admin sessions),
+    read without verifying it; None when unknown. For ``doctor``'s "who is this key"."""
+    token = client._creds.token.reveal() if client._creds.token is not None else client._jwt
+    parts = (token or "").split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    adm = claims.get("adm") if isinstance(claims, dict) else None
+    return adm if isinstance(adm, bool) else None
 
 
 def _jwt_expiry(token: str) -> float | None:

@@ -64,6 +64,15 @@ def options_section() -> str:
     return "\n".join(rows)
 
 
+def optional_fields_section() -> str:
+    rows = ["| Field | Area | Metrics absent without it |", "|---|---|---|"]
+    for spec in AREAS.values():
+        for coordinate, metrics in spec.optional.items():
+            lost = ", ".join(f"`{m.exposed_name}`" for m in metrics) or "none (costs requests)"
+            rows.append(f"| `{coordinate}` | `{spec.name}` | {lost} |")
+    return "\n".join(rows)
+
+
 def official_section() -> str:
     """One table: the official exporter's metrics, flags and endpoints, and their match here."""
     rows = ["| Official exporter | Here |", "|---|---|"]
@@ -85,6 +94,7 @@ def official_section() -> str:
 
 SECTIONS = {
     "metrics": metrics_section,
+    "optional-fields": optional_fields_section,
     "permissions": permissions_section,
     "options": options_section,
     "official": official_section,

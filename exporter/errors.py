@@ -59,6 +59,17 @@ class PartialPermissionDenied(PermissionDeniedError):
         self.snapshot = snapshot
 
 
+class PartialFailure(SpaceliftError):
+    """Part of an area of several documents failed (any kind but permission, which is
+    ``PartialPermissionDenied``); ``snapshot`` holds the fresh parts and, for the failed
+    part, its last good data. ``kind`` is the failed part's."""
+
+    def __init__(self, message: str, snapshot: object, kind: str) -> None:
+        super().__init__(message)
+        self.snapshot = snapshot
+        self.kind = kind
+
+
 class QueryError(SpaceliftError):
     """GraphQL ``errors[]`` on a field the area cannot do without."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterable
 
 from exporter import __revision__, __version__
 from exporter.families import FamilyBuilder, MetricDef, counter, gauge
@@ -35,6 +36,15 @@ LAST_SUCCESS = gauge(
 )
 POLLS = counter("spacelift_polls_total", "Polls of the area, successful or not.", "area")
 FAILURES = counter("spacelift_poll_failures_total", "Polls of the area that failed.", "area")
+FIELD_UNAVAILABLE = gauge(
+    "spacelift_api_field_unavailable",
+    "1 for each Spacelift field the area's documents are sent without: the server lacks it "
+    "(reason=missing, an older release) or refuses it to this API key (reason=refused). The "
+    "metrics needing it are absent; it is asked for again about hourly.",
+    "area",
+    "field",
+    "reason",
+)
 # The name of Spacelift's official exporter (which labels it commit/goversion/version), so
 # "which exporter build is running" panels work with either.
 BUILD_INFO = MetricDef(
@@ -52,6 +62,7 @@ METRICS = (
     LAST_SUCCESS,
     POLLS,
     FAILURES,
+    FIELD_UNAVAILABLE,
     BUILD_INFO,
 )
 
@@ -61,8 +72,16 @@ def up(states: list[AreaState]) -> bool:
     return bool(polled) and not any(not st.ok and st.error_kind in OUTAGE_KINDS for st in polled)
 
 
-def collect(areas: list[tuple[Key, AreaState]], out: FamilyBuilder) -> None:
+def collect(
+    areas: list[tuple[Key, AreaState]],
+    out: FamilyBuilder,
+    unavailable: Iterable[tuple[str, str, str, str]] = (),
+) -> None:
+    """``unavailable``: (account, area, field, reason) of the fields left out of documents."""
     out.add(BUILD_INFO, (__version__, __revision__, platform.python_version()), 1)
+    out.declare(FIELD_UNAVAILABLE)
+    for gap in sorted(unavailable):
+        out.add(FIELD_UNAVAILABLE, gap, 1)
     by_account: dict[str, list[AreaState]] = {}
     for (account, _), st in areas:
         by_account.setdefault(account, []).append(st)

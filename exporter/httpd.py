@@ -50,6 +50,9 @@ class Limits:
     idle_timeout: float = 90.0  # keep-alive between requests (Prometheus scrapes each minute)
     write_timeout: float = 30.0  # the whole answer, however slowly the client reads
     handshake_timeout: float = 10.0
+    # Bodies being received, in all: slow senders of large bodies cost memory, not threads,
+    # and this bounds it (512 connections x a 1 MiB webhook limit would be 512 MiB).
+    max_pending_body_bytes: int = 32 * 1024 * 1024
 
 
 @dataclass
@@ -142,6 +145,7 @@ class _Conn:
     started: bool = False  # a request's first byte has arrived
     head: tuple[str, str, str, dict[str, str], bool] | None = None
     need: int = 0  # body bytes still expected after the head
+    reserved: int = 0  # of Limits.max_pending_body_bytes, until the request is answered
     idle_since: float = 0.0
 
 
@@ -158,6 +162,8 @@ class Server:
         self._returned: queue.Queue[tuple[_Conn, bool]] = queue.Queue()
         self._calls: queue.Queue[Callable[[], object]] = queue.Queue()
         self._next_expiry = 0.0
+        self._reserved = 0  # body bytes reserved by connections being read or served
+        self._reserved_lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -212,8 +218,9 @@ class Server:
         self._wake()
         for _ in range(self.limits.workers):
             self._work.put(None)
+        deadline = time.monotonic() + 5  # workers busy writing to slow clients are daemons
         for t in self._threads:
-            t.join(timeout=5)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def server_close(self) -> None:
         for listener in self._listeners:
@@ -316,9 +323,23 @@ class Server:
         self._close(min(idle, key=lambda c: c.idle_since))
         return True
 
+    def _reserve(self, conn: _Conn, length: int) -> bool:
+        with self._reserved_lock:
+            if self._reserved + length > self.limits.max_pending_body_bytes:
+                return False
+            self._reserved += length
+            conn.reserved = length
+            return True
+
+    def _release(self, conn: _Conn) -> None:
+        with self._reserved_lock:
+            self._reserved -= conn.reserved
+            conn.reserved = 0
+
     def _close(self, conn: _Conn) -> None:
         if self._conns.pop(conn.sock, None) is None:
             return
+        self._release(conn)
         with contextlib.suppress(KeyError, ValueError):
             self._sel.unregister(conn.sock)
         left = self._per_client.get(conn.client, 1) - 1
@@ -459,6 +480,8 @@ class Server:
         """Parse what is buffered; hand a complete request to the workers."""
         try:
             if conn.head is None:
+                while conn.buf.startswith(b"\r\n"):  # a stray line end after a body: ignored
+                    del conn.buf[:2]
                 end = conn.buf.find(b"\r\n\r\n")
                 if end < 0:
                     if len(conn.buf) > self.limits.max_head_bytes:
@@ -476,6 +499,8 @@ class Server:
                 if length > limit:
                     # Refused unread; the connection must close since the body is not consumed.
                     raise BadRequest(413, f"request body larger than {limit} bytes")
+                if length and not self._reserve(conn, length):
+                    raise BadRequest(503, "too many request bodies in progress: retry shortly")
                 keep = _keep_alive(version, headers)
                 conn.head = (method, path, query, headers, keep)
                 conn.need = length
@@ -540,6 +565,7 @@ class Server:
         method, path, query, headers, keep = conn.head
         body = bytes(conn.buf[: conn.need])
         del conn.buf[: conn.need]
+        self._release(conn)  # the route holds the body now, not the server
         conn.head, conn.need = None, 0
         peer = conn.sock.getpeercert() if isinstance(conn.sock, ssl.SSLSocket) else None
         request = Request(method, path, query, headers, body, conn.client, peer or None)

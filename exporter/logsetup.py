@@ -10,6 +10,9 @@ import traceback
 from typing import Any
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# A catch-all bound on one field of a log line: text from outside (Spacelift's errors) is cut
+# where it enters; this keeps any other long value from turning into a megabyte line.
+MAX_FIELD = 4096
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -24,16 +27,23 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
         + f".{int(record.msecs):03d}Z",
         "level": record.levelname.lower().replace("warning", "warn"),
         "logger": record.name,
-        "msg": record.getMessage(),
+        "msg": _bounded(record.getMessage()),
     }
     for key, value in vars(record).items():
         if key not in _STANDARD and not key.startswith("_"):
-            out[key] = value
+            out[key] = _bounded(value)
     if record.exc_info and record.exc_info[1] is not None:
         out.setdefault("error", f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}")
         # The traceback, kept on one line (logfmt escapes the newlines), for bug reports.
         out["stacktrace"] = "".join(traceback.format_exception(*record.exc_info)).strip()
     return out
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    text = str(value)
+    return text if len(text) <= MAX_FIELD else f"{text[:MAX_FIELD]}...({len(text)} characters)"
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -48,8 +58,9 @@ class JsonFormatter(logging.Formatter):
 
 def _logfmt_value(value: Any) -> str:
     text = str(value)
-    if text == "" or any(c in text for c in ' ="\n\t'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if text == "" or any(c in text for c in ' ="\n\r\t'):
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + text.replace("\n", "\\n").replace("\r", "\\r") + '"'
     return text
 
 

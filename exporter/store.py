@@ -47,14 +47,22 @@ class Store:
             last_success=at, partial=False,
         )  # fmt: skip
 
-    def partial(self, key: Key, snapshot: Any, error: str, at: float, duration: float) -> None:
-        """Part of the area was refused: serve what was read, report a permission gap.
+    def partial(
+        self,
+        key: Key,
+        snapshot: Any,
+        error: str,
+        at: float,
+        duration: float,
+        kind: str = "permission",
+    ) -> None:
+        """Part of the area was refused (or failed, ``kind``): serve what was read.
 
         The served data is fresh, so ``last_success`` moves (nothing goes stale); the poll
-        still counts as failed and ``permission_denied`` is true.
+        still counts as failed and, for a refusal, ``permission_denied`` is true.
         """
         self._record(
-            key, False, duration, snapshot=snapshot, error=error, error_kind="permission",
+            key, False, duration, snapshot=snapshot, error=error, error_kind=kind,
             last_success=at, partial=True,
         )  # fmt: skip
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from exporter import __version__
 from exporter.app import App
+from exporter.areas.fields import remedy
 from exporter.httpd import Limits, Request, Response, Server, plain
 from exporter.webconfig import ReloadCollector, WebAuth
 
@@ -160,6 +161,20 @@ def landing_page(app: App) -> str:
         cells = (account, area, status, last, st.error or "", st.polls, st.failures)
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in cells) + "</tr>\n")
     path = html.escape(app.config.telemetry_path)
+    gaps = "".join(
+        "<tr>"
+        + "".join(f"<td>{html.escape(v)}</td>" for v in (account, area, field, reason))
+        + f"<td>{html.escape(remedy(field, reason))}</td></tr>\n"
+        for account, area, field, reason in app.unavailable_fields()
+    )
+    fields = (
+        "<h2>Fields unavailable</h2>\n<p>Served without them; only the metrics needing them "
+        "are missing. Asked for again about hourly.</p>\n"
+        '<table border="1" cellpadding="4">\n<tr><th>Account</th><th>Area</th><th>Field</th>'
+        f"<th>Reason</th><th>Remedy</th></tr>\n{gaps}</table>\n"
+        if gaps
+        else ""
+    )
     return f"""<!doctype html>
 <html><head><title>Spacelift exporter</title></head>
 <body>
@@ -173,5 +188,5 @@ def landing_page(app: App) -> str:
 <th>Polls</th><th>Failures</th></tr>
 {"".join(rows)}
 </table>
-</body></html>
+{fields}</body></html>
 """

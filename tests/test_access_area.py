@@ -199,24 +199,34 @@ def test_non_admin_key_is_a_permission_gap_and_other_areas_serve(
     assert app.ready()  # a refusal is an answer that stands
 
 
-def test_refused_seats_keep_what_the_key_may_read(
+def unavailable(app: App) -> dict[tuple[str, str], float]:
+    return {
+        (dict(ls)["field"], dict(ls)["reason"]): v
+        for (name, ls), v in samples(app).items()
+        if name == "spacelift_api_field_unavailable" and dict(ls)["area"] == "access"
+    }
+
+
+def test_refused_seats_cost_only_the_seat_series_and_heal_at_the_reprobe(
     sim: Simulator, world: World, clock: SimClock
 ) -> None:
     sim.gate_fields({"seats"})  # "not available for machine sessions"
     app = access_app(sim, clock)
-    assert not app.poll(KEY)
+    assert app.poll(KEY)  # a field left out is not a failed poll
     want = {k: v for k, v in truth(world).items() if not k[0].startswith("spacelift_seats_")}
     assert served(app) == want
-    assert health(app, "spacelift_poll_permission_denied") == 1
-    assert health(app, "spacelift_poll_success") == 0
-    assert health(app, "spacelift_last_successful_poll_timestamp_seconds") == clock.now()
-    assert "seats" in (app.store.get(KEY).error or "")
-    assert "part of the area" in landing_page(app)
+    assert unavailable(app) == {("Query.seats", "refused"): 1}
+    assert "Query.seats" in landing_page(app)
+    sim.reset_counts()
+    assert app.poll(KEY)
+    assert sim.requests["SpaceliftExporterAccessSeats"] == 0  # not asked again before the hour
 
-    sim.gate_fields(set())
+    sim.gate_fields(set())  # a new key, or the gate lifted
+    clock.advance(3601)
     assert app.poll(KEY)
     assert served(app) == truth(world)
-    assert health(app, "spacelift_poll_permission_denied") == 0
+    assert unavailable(app) == {}
+    assert "Query.seats" not in landing_page(app)
 
 
 def test_a_failing_document_keeps_the_last_good_snapshot(
@@ -228,8 +238,14 @@ def test_a_failing_document_keeps_the_last_good_snapshot(
     world.add_api_key("new-key")
     sim.faults.field_error("roles", "internal server error")
     assert not app.poll(KEY)
-    assert served(app) == before  # the whole area waits for a good poll
+    # The other documents' fresh data is served; the failed one keeps its last good data.
+    now = truth(world)
+    want = {k: v for k, v in now.items() if not k[0].startswith("spacelift_role")}
+    want |= {k: v for k, v in before.items() if k[0].startswith("spacelift_role")}
+    assert served(app) == want
+    assert served(app) != before
     assert health(app, "spacelift_poll_permission_denied") == 0
+    assert health(app, "spacelift_last_successful_poll_timestamp_seconds") == clock.now()
     assert app.store.get(KEY).error_kind == "graphql_error"
     sim.faults.clear()
     assert app.poll(KEY)

@@ -15,6 +15,7 @@ from exporter.areas.base import AreaContext, FamilyBuilder
 from exporter.client import FieldError, Result
 from exporter.errors import (
     MalformedResponseError,
+    PartialFailure,
     PartialPermissionDenied,
     PermissionDeniedError,
     ServerError,
@@ -150,7 +151,7 @@ def test_area_is_registered_with_a_slow_default_interval() -> None:
     assert AREAS["access"] is access.SPEC
     assert access.SPEC.default_interval == 600
     assert access.SPEC.options["per_key"].default is True
-    assert {p.document for p in access.PARTS} == set(access.SPEC.documents.values())
+    assert {p.document.text for p in access.PARTS} == set(access.SPEC.documents.values())
 
 
 # -- parsers ---------------------------------------------------------------------------------
@@ -374,13 +375,35 @@ def test_poll_seats_refused_keeps_the_rest() -> None:
         RLS: _ok(RLS, ROLES),
         STS: _refused(STS, "seats", "not available for machine sessions"),
     }
+    snap = _poll(answers)  # an optional field refused: left out, not a failed poll
+    assert snap.seats is None and snap.identities is not None and snap.roles is not None
+
+
+def test_poll_roles_refused_keeps_the_rest() -> None:
+    answers: dict[str, Result | Exception] = {
+        IDS: _ok(IDS, _identities()),
+        RLS: _refused(RLS, "roles"),
+        STS: _ok(STS, SEATS),
+    }
     with pytest.raises(PartialPermissionDenied) as err:
         _poll(answers)
     assert err.value.kind == "permission"
-    assert "seats" in str(err.value)
+    assert "roles" in str(err.value)
     snap = err.value.snapshot
     assert isinstance(snap, access.Snapshot)
-    assert snap.seats is None and snap.identities is not None and snap.roles is not None
+    assert snap.roles is None and snap.identities is not None and snap.seats is not None
+
+
+def test_empty_roles_is_a_permission_gap_not_zero_roles() -> None:
+    answers: dict[str, Result | Exception] = {
+        IDS: _ok(IDS, _identities()),
+        RLS: _ok(RLS, {"roles": []}),
+        STS: _ok(STS, SEATS),
+    }
+    with pytest.raises(PartialPermissionDenied) as err:
+        _poll(answers)
+    assert "root space admin" in str(err.value)
+    assert isinstance(err.value.snapshot, access.Snapshot) and err.value.snapshot.roles is None
 
 
 def test_poll_everything_refused_is_a_permission_error() -> None:
@@ -394,16 +417,23 @@ def test_poll_everything_refused_is_a_permission_error() -> None:
     assert not isinstance(err.value, PartialPermissionDenied)
 
 
-def test_poll_other_failures_fail_the_whole_poll() -> None:
+def test_poll_other_failures_keep_the_other_documents() -> None:
     answers: dict[str, Result | Exception] = {
         IDS: _ok(IDS, _identities()),
         RLS: ServerError("HTTP 502"),
         STS: _ok(STS, SEATS),
     }
-    with pytest.raises(ServerError):
+    with pytest.raises(PartialFailure) as err:
         _poll(answers)
+    assert err.value.kind == "server_error"
+    snap = err.value.snapshot
+    assert isinstance(snap, access.Snapshot) and snap.identities is not None
     answers[RLS] = _ok(RLS, {"roles": [{"slug": 1}]})
-    with pytest.raises(MalformedResponseError):
+    with pytest.raises(PartialFailure) as err:
+        _poll(answers)
+    assert err.value.kind == "malformed"
+    answers = {name: ServerError("HTTP 502") for name in (IDS, RLS, STS)}
+    with pytest.raises(ServerError):  # nothing read: the area failed
         _poll(answers)
 
 

@@ -65,15 +65,19 @@ def test_no_finished_run_yet_omits_the_durations_instead_of_zero(sim: Simulator)
     assert got["spacelift_current_stacks_count_by_state"]
 
 
-def test_refused_metrics_is_a_permission_gap_that_keeps_serving_nothing_stale(
+def test_refused_metrics_is_reported_as_an_unavailable_field_not_an_outage(
     sim: Simulator,
 ) -> None:
     app = make_app(sim, areas=("aggregates",))
+    assert app.poll_all()
     sim.gate_fields({"metrics"})
-    assert not app.poll_all()
-    (key,) = app.pollers
-    st = app.store.get(key)
-    assert st.permission_denied and "machine sessions" in (st.error or "")
+    assert app.poll_all()
+    got = scrape(app)
+    assert "spacelift_current_stacks_count_by_state" not in got
+    assert got["spacelift_api_field_unavailable"] == {
+        lab(area="aggregates", field="Query.metrics", reason="refused"): 1
+    }
+    assert got["spacelift_up"] == {lab(): 1}
 
 
 def test_points_without_a_label_are_skipped_and_parsing_is_strict() -> None:
@@ -96,3 +100,23 @@ def test_points_without_a_label_are_skipped_and_parsing_is_strict() -> None:
 
     with pytest.raises(MalformedResponseError):
         aggregates.parse({"metrics": {"stacksCountByState": [{"value": "x", "labels": []}]}})
+
+
+def test_run_lists_are_optional_fields_counted(sim: Simulator) -> None:
+    world = sim.world
+    sid = sorted(world.stacks)[0]
+    world.trigger_run(sid, "TRACKED", needs_approval=True)
+    app = make_app(sim, areas=("aggregates",))
+    assert app.poll_all()
+    got = scrape(app)
+    waiting = sum(1 for r in world.active.values() if r.needsApproval)
+    assert waiting >= 1
+    assert got["spacelift_current_runs_needing_approval"] == {lab(): waiting}
+    sim.gate_fields({"Metrics.needsApprovalRuns"})
+    assert app.poll_all()
+    got = scrape(app)
+    assert "spacelift_current_runs_needing_approval" not in got
+    assert got["spacelift_current_stacks_count_by_state"]  # the rest still served
+    assert got["spacelift_api_field_unavailable"] == {
+        lab(area="aggregates", field="Metrics.needsApprovalRuns", reason="refused"): 1
+    }

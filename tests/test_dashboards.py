@@ -57,6 +57,8 @@ NOT_ON_A_DASHBOARD = {
     "spacelift_current_avg_stack_size_by_resource_count",
     "spacelift_current_average_run_duration",
     "spacelift_current_median_run_duration",
+    "spacelift_current_runs_requiring_attention",
+    "spacelift_current_runs_needing_approval",
 }
 
 

@@ -45,8 +45,11 @@ BUILTINS = {
 }
 
 # Panels whose queries must run but whose data the simulated account does not produce, and
-# why. Empty: the world below is set up so that every panel has something to show.
-NO_DATA_EXPECTED: dict[tuple[str, str], str] = {}
+# why. The world below is set up so that every other panel has something to show.
+NO_DATA_EXPECTED: dict[tuple[str, str], str] = {
+    ("spacelift-overview", "Spacelift fields left out"): "the simulated account has every "
+    "field and gives them all to the key (fields left out: tests/test_fields.py)",
+}
 
 # Panels on metrics listed in PENDING_METRICS (tests/test_dashboards.py), mapped to the branch
 # they wait for. Their queries must still run without error; data is not required, and a

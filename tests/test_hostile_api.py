@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from exporter import logsetup
 from exporter.app import App
 from exporter.areas import AREAS
 from exporter.config import Config, Overrides, load
@@ -53,10 +55,10 @@ def endpoint() -> Iterator[Hostile]:
         yield h
 
 
-def config(url: str) -> Config:
+def config(url: str, area: str = "worker_pools") -> Config:
     raw = {
         "accounts": [{"name": "hostile", "endpoint": url}],
-        "areas": {name: {"enabled": name == "worker_pools"} for name in AREAS},
+        "areas": {name: {"enabled": name == area} for name in AREAS},
         "http": {
             "timeout": "1s",
             "poll_timeout": f"{POLL_TIMEOUT}s",
@@ -68,18 +70,24 @@ def config(url: str) -> Config:
     return load(Overrides(), env={"SPACELIFT_API_TOKEN": "pre.generated.token"}, raw=raw)
 
 
-def poll(endpoint: Hostile, behaviour: hostile.Behaviour) -> tuple[App, AreaState, str]:
-    """One poll of worker_pools against ``behaviour``; fails if it outlives its budget."""
+def poll(
+    endpoint: Hostile,
+    behaviour: hostile.Behaviour,
+    area: str = "worker_pools",
+    url: str | None = None,
+) -> tuple[App, AreaState, str]:
+    """One poll of ``area`` against ``behaviour``; fails if it outlives its budget."""
     endpoint.behave(behaviour)
-    app = App(config(endpoint.url))
-    worker = threading.Thread(target=app.poll, args=(KEY,), daemon=True)
+    app = App(config(url or endpoint.url, area))
+    key = ("hostile", area)
+    worker = threading.Thread(target=app.poll, args=(key,), daemon=True)
     started = time.monotonic()
     worker.start()
     worker.join(POLL_TIMEOUT + 3)
     assert not worker.is_alive(), f"the poll outlived its budget ({time.monotonic() - started}s)"
     body, _ = app.exposition.render("text/plain")
     app.close()
-    return app, app.store.get(KEY), body.decode()
+    return app, app.store.get(key), body.decode()
 
 
 def up(exposition: str) -> str:
@@ -104,9 +112,8 @@ def test_a_poll_ends_by_its_budget_whatever_the_server_sends(
 
 
 def big_list(n: int) -> bytes:
-    item = b'{"id":"p","name":"p","space":"s","pendingRuns":0,"busyWorkers":0,'
-    item += b'"schedulableRunsCount":0,"workers":[]}'
-    return b'{"data":{"workerPools":[' + b",".join([item] * n) + b"]}}"
+    # Items need not be valid pools: the list's length is refused before any is read.
+    return b'{"data":{"workerPools":[' + b",".join([b"{}"] * n) + b"]}}"
 
 
 def pools_with(**fields: Any) -> dict[str, Any]:
@@ -275,3 +282,74 @@ def test_an_absurd_token_exchange_is_malformed(endpoint: Hostile, user: dict[str
     finally:
         app.close()
     assert app.store.get(KEY).error_kind == "malformed", app.store.get(KEY).error
+
+
+def test_a_signal_ends_once_within_seconds(endpoint: Hostile, tmp_path: Path) -> None:
+    endpoint.behave(hostile.drip_body())
+    path = tmp_path / "config.yml"
+    path.write_text(
+        json.dumps(
+            {
+                "accounts": [{"name": "hostile", "endpoint": endpoint.url}],
+                "http": {"timeout": "60s", "poll_timeout": "5m"},
+            }
+        )
+    )
+    seen = endpoint.requests
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "once", "--config.file", str(path)],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SPACELIFT_API_TOKEN": "pre.generated.token"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        until(lambda: endpoint.requests > seen, timeout=30, what="the first request of once")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        _, err = proc.communicate(timeout=5)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("area", ["stacks", "runs"])
+def test_pages_whose_cursor_comes_back_are_malformed(endpoint: Hostile, area: str) -> None:
+    page = {"edges": [], "pageInfo": {"endCursor": "c1", "hasNextPage": True}}
+    _, state, _ = poll(
+        endpoint, hostile.answer({"data": {"spaces": [], "searchStacks": page}}), area
+    )
+    assert state.error_kind == "malformed", state.error
+    assert "again" in (state.error or "")
+
+
+@pytest.mark.parametrize("fmt", ["logfmt", "json"])
+def test_a_log_line_stays_one_bounded_line_whatever_it_carries(fmt: str) -> None:
+    formatter = logsetup.JsonFormatter() if fmt == "json" else logsetup.LogfmtFormatter()
+    record = logging.LogRecord("exporter.x", logging.WARNING, "", 0, "poll failed", None, None)
+    record.error = "x" * 1_000_000 + "\r\nts=forged level=error msg=forged"
+    line = formatter.format(record)
+    assert "\n" not in line and "\r" not in line
+    assert len(line) < 2 * logsetup.MAX_FIELD
+
+
+def test_a_resolver_that_never_answers_ends_by_the_budget(
+    endpoint: Hostile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No loopback server can make the system resolver hang: this one stand-in replaces it.
+    real = socket.getaddrinfo
+    release = threading.Event()
+
+    def stuck(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "stuck-resolver.test":
+            release.wait(30)
+        return real("127.0.0.1", *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", stuck)
+    try:
+        url = endpoint.url.replace("127.0.0.1", "stuck-resolver.test")
+        _, state, _ = poll(endpoint, hostile.answer({"data": {}}), url=url)
+    finally:
+        release.set()
+    assert state.error_kind in ("unreachable", "timeout"), state.error

@@ -12,7 +12,6 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,8 +130,29 @@ def test_expect_continue_is_answered_before_the_body(echo: httpd.Server) -> None
         assert b"POST /post body=4" in sock.recv(1000)
 
 
+def test_bodies_in_progress_are_bounded_in_all() -> None:
+    """Slow senders of large bodies cost memory: past the budget a body is refused (503)."""
+    server = httpd.Server(Limits(max_pending_body_bytes=1000))
+    server.listen("127.0.0.1", 0, lambda r: httpd.plain(200, f"body={len(r.body)}"),
+                  lambda method, path: 1000)  # fmt: skip
+    server.start()
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 800\r\n\r\n"
+    try:
+        with connect(server) as slow:
+            slow.sendall(head + b"x" * 100)  # 700 bytes still to come
+            until(lambda: server._reserved == 800, timeout=5, what="the first body reserved")
+            answer = exchange(server, head + b"y" * 800)
+            assert statuses(answer) == [503]
+            slow.sendall(b"x" * 700)
+            assert b"body=800" in slow.recv(1000)
+        assert b"body=800" in exchange(server, head + b"y" * 800)  # the budget came back
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_keep_alive_serves_pipelined_requests_in_order(echo: httpd.Server) -> None:
-    one = b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+    one = b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\r\n"
     last = b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     answer = exchange(echo, one + one + last)
     assert statuses(answer) == [200, 200, 200]
@@ -140,22 +160,40 @@ def test_keep_alive_serves_pipelined_requests_in_order(echo: httpd.Server) -> No
 
 
 def test_a_slow_sender_gets_408_and_holds_no_thread(echo: httpd.Server) -> None:
-    """A client dripping its request is cut off by the request deadline (1 s here), and
-    hundreds of such clients cost no threads: everyone else is still served."""
+    """Clients sending their request slowly are cut off by the request deadline (1 s here),
+    even one that keeps dripping bytes, and such clients cost no threads: everyone else is
+    still served meanwhile."""
     threads_before = threading.active_count()
     slow = []
     for _ in range(25):
         sock = connect(echo)
         sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
         slow.append(sock)
+    dripper = connect(echo)
+    dripper.sendall(b"GET /drip HTTP/1.1\r\n")
+    stop = threading.Event()
+
+    def drip() -> None:  # one byte every 0.2 s, for up to 5 s: never idle long
+        for _ in range(25):
+            if stop.wait(0.2):
+                return
+            try:
+                dripper.send(b"X")
+            except OSError:
+                return
+
+    dripping = threading.Thread(target=drip)
+    dripping.start()
     try:
-        assert threading.active_count() == threads_before
+        assert threading.active_count() == threads_before + 1  # the dripping thread only
         assert statuses(exchange(echo, b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")) == [200]
-        started = time.monotonic()
-        answers = [read_all(sock) for sock in slow]
-        assert all(statuses(a) == [408] for a in answers)
-        assert time.monotonic() - started < 4  # the deadline is per request, not per read
+        assert statuses(read_all(dripper)) == [408]
+        assert dripping.is_alive()  # cut off while still sending
+        assert all(statuses(read_all(sock)) == [408] for sock in slow)
     finally:
+        stop.set()
+        dripping.join()
+        dripper.close()
         for sock in slow:
             sock.close()
 
@@ -173,6 +211,43 @@ def test_connections_are_bounded_per_client_and_idle_ones_close(echo: httpd.Serv
         for sock in held:
             sock.close()
     assert statuses(exchange(echo, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")) == [200]
+
+
+def test_the_oldest_idle_connection_makes_room() -> None:
+    server = httpd.Server(Limits(max_connections=3, workers=1))
+    server.listen("127.0.0.1", 0, lambda r: httpd.plain(200))
+    server.start()
+    idle = []
+    try:
+        for _ in range(3):
+            idle.append(connect(server))
+            until(lambda: len(server._conns) == len(idle), timeout=5, what="accepted")
+        answer = exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert statuses(answer) == [200]  # a newcomer is served
+        assert read_all(idle[0]) == b""  # by closing the connection idle the longest
+    finally:
+        for sock in idle:
+            sock.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_client_that_does_not_read_frees_its_worker() -> None:
+    """A large answer to a client that never reads: the worker gives up after
+    write_timeout (1 s here) and serves the next request; with one worker."""
+    big = [b"x" * (1 << 20)] * 32
+    server = httpd.Server(Limits(workers=1, write_timeout=1.0))
+    server.listen("127.0.0.1", 0, lambda r: Response(200, big if r.path == "/big" else b"ok"))
+    server.start()
+    try:
+        with connect(server) as stuck:
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stuck.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+            answer = exchange(server, b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert statuses(answer) == [200]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_answers_are_not_held_back_by_nagle(echo: httpd.Server) -> None:
@@ -249,11 +324,14 @@ def test_plain_http_on_the_tls_port_is_told_so(app: App, tmp_path: Path) -> None
     )  # fmt: skip
     cfg = d / "web.yml"
     cfg.write_text("tls_server_config: {cert_file: s.crt, key_file: s.key}\n")
-    server, _ = web.serve(app, "127.0.0.1", 0, WebAuth(cfg))
+    server, _ = web.serve(app, "127.0.0.1", 0, WebAuth(cfg), Limits(handshake_timeout=0.5))
     try:
         answer = exchange(server, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         assert statuses(answer) == [400]
         assert b"HTTP request to an HTTPS server" in answer
+        with connect(server) as stalled:
+            stalled.sendall(b"\x16\x03\x01")  # the start of a ClientHello, and no more
+            assert read_all(stalled) == b""  # closed at handshake_timeout
         # and TLS on the same port still works
         ctx = ssl.create_default_context(cafile=str(d / "s.crt"))
         with ctx.wrap_socket(connect(server), server_hostname="127.0.0.1") as tls:

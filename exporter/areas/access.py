@@ -37,10 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.areas import parse as p
 from exporter.areas.base import AreaContext, AreaSpec, FamilyBuilder, OptionSpec, gauge
+from exporter.areas.fields import Document, FieldGate
 from exporter.errors import (
     MalformedResponseError,
+    PartialFailure,
     PartialPermissionDenied,
     PermissionDeniedError,
+    SpaceliftError,
 )
 
 if TYPE_CHECKING:
@@ -72,6 +75,8 @@ query SpaceliftExporterAccessRoles {
 }
 """
 
+# ``seats`` is optional: only an unmerged official-exporter PR reads it, and older
+# self-hosted releases lack it.
 SEATS_DOCUMENT = """
 query SpaceliftExporterAccessSeats {
   seats {
@@ -318,6 +323,9 @@ def parse_identities(data: object) -> Identities:
 
 
 def parse_roles(data: object) -> tuple[Role, ...]:
+    """Every account has system roles, so an empty list is what a key that is not root admin
+    is shown (the Terraform provider: "no roles found. Ensure you have root admin access"):
+    a permission gap, not zero roles."""
     roles = []
     for i, raw in enumerate(p.lst(p.obj(data, "data").get("roles"), "roles")):
         where = f"roles[{i}]"
@@ -329,10 +337,14 @@ def parse_roles(data: object) -> tuple[Role, ...]:
                 bindings=int(p.number(r, "roleBindingsCount", where)),
             )
         )
+    if not roles:
+        raise PermissionDeniedError("roles: empty list (the API key is not a root space admin)")
     return tuple(sorted(roles, key=lambda r: r.slug))
 
 
-def parse_seats(data: object) -> tuple[Seat, ...]:
+def parse_seats(data: object) -> tuple[Seat, ...] | None:
+    if "seats" not in p.obj(data, "data"):  # left out: the server lacks or refuses it
+        return None
     seats = p.obj(p.obj(data, "data").get("seats"), "seats")
     out = []
     for field, kind in SEAT_KINDS:
@@ -347,7 +359,7 @@ class Part:
     """One document of the area: the root fields it needs and the parser of its answer."""
 
     name: str
-    document: str
+    document: Document
     roots: tuple[str, ...]
     parse: Callable[[object], Any]
 
@@ -355,12 +367,17 @@ class Part:
 PARTS = (
     Part(
         "identities",
-        IDENTITIES_DOCUMENT,
+        Document(IDENTITIES_DOCUMENT),
         ("apiKeys", "managedUsers", "managedUserGroups"),
         parse_identities,
     ),
-    Part("roles", ROLES_DOCUMENT, ("roles",), parse_roles),
-    Part("seats", SEATS_DOCUMENT, ("seats",), parse_seats),
+    Part("roles", Document(ROLES_DOCUMENT), ("roles",), parse_roles),
+    Part(
+        "seats",
+        Document(SEATS_DOCUMENT, {"Query.seats": (SEATS_IN_USE, SEATS_LIMIT)}),
+        ("seats",),
+        parse_seats,
+    ),
 )
 
 # -- poller ----------------------------------------------------------------------------------
@@ -374,20 +391,37 @@ class Poller:
     def __init__(self, ctx: AreaContext) -> None:
         self.account = ctx.account
         self.per_key = bool(ctx.options.get("per_key", True))
+        self.fields = FieldGate(ctx.account, ctx.area or "access", ctx.clock)
+        self._last = Snapshot()
 
     def poll(self, client: SpaceliftClient) -> Snapshot:
+        """One document per part; a part refused is left out, a part that fails otherwise
+        keeps its last good data, and either way the other parts' fresh data is served."""
         parts: dict[str, Any] = {}
         refused: list[str] = []
+        failed: list[SpaceliftError] = []
         for part in PARTS:
             try:
-                parts[part.name] = part.parse(client.query(part.document).require(*part.roots))
-            except PermissionDeniedError as exc:  # any other failure fails the whole poll
+                result = self.fields.query(client, part.document)
+                if result is not None:  # None: its only field is unavailable (reported)
+                    parts[part.name] = part.parse(result.require(*part.roots))
+            except PermissionDeniedError as exc:
                 refused.append(f"{part.name} ({exc})")
+            except SpaceliftError as exc:
+                failed.append(exc)
+                parts[part.name] = getattr(self._last, part.name)
+        read = len(parts) > len(failed)  # some document answered with fresh data
         snapshot = Snapshot(**parts)
+        if failed:
+            if not read:
+                raise failed[0]  # nothing read: the area failed, its last snapshot stays
+            self._last = snapshot
+            raise PartialFailure("; ".join(str(e) for e in failed), snapshot, failed[0].kind)
+        self._last = snapshot
         if not refused:
             return snapshot
         message = "the API key may not read " + "; ".join(refused)
-        if len(refused) == len(PARTS):
+        if not read:
             raise PermissionDeniedError(message)
         raise PartialPermissionDenied(message, snapshot)
 
@@ -457,6 +491,7 @@ SPEC = AreaSpec(
         "SpaceliftExporterAccessSeats": SEATS_DOCUMENT,
     },
     metrics=METRICS,
+    optional={c: tuple(m) for part in PARTS for c, m in part.document.optional.items()},
     permission=(
         "Admin: `space-admin` on `root` (or a legacy admin key) for everything; a space admin "
         "of any other space can read keys, roles, users and groups but not seats (reported "

@@ -14,14 +14,15 @@ where per-state stack counts come from.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.areas import parse as p
 from exporter.areas.base import AreaSpec, DocumentPoller, FamilyBuilder, gauge
 
-# Evidence: every field here is read by the official exporter (collector/aggregates.go).
+# Evidence: the official exporter reads the first five (collector/aggregates.go); the two run
+# lists only an unmerged official-exporter PR reads, so they are optional.
 DOCUMENT = """
 query SpaceliftExporterAggregates {
   metrics {
@@ -30,6 +31,8 @@ query SpaceliftExporterAggregates {
     avgStackSizeByResourceCount { value labels }
     averageRunDuration { value labels }
     medianRunDuration { value labels }
+    runsRequiringAttention { id }
+    needsApprovalRuns { id }
   }
 }
 """
@@ -60,6 +63,15 @@ MEDIAN_RUN_DURATION = gauge(
     "exporter's name and unit), at the last poll.",
 )
 
+RUNS_REQUIRING_ATTENTION = gauge(
+    "spacelift_current_runs_requiring_attention",
+    "Runs Spacelift lists as requiring attention (its dashboard's list), at the last poll.",
+)
+RUNS_NEEDING_APPROVAL = gauge(
+    "spacelift_current_runs_needing_approval",
+    "Runs Spacelift lists as needing approval, at the last poll.",
+)
+
 LABELLED = (
     ("stacksCountByState", STACKS_BY_STATE),
     ("resourcesCountByDrift", RESOURCES_BY_DRIFT),
@@ -71,33 +83,60 @@ SCALARS = (
 )
 
 
+METRICS = (
+    STACKS_BY_STATE,
+    RESOURCES_BY_DRIFT,
+    AVG_STACK_SIZE,
+    AVERAGE_RUN_DURATION,
+    MEDIAN_RUN_DURATION,
+    RUNS_REQUIRING_ATTENTION,
+    RUNS_NEEDING_APPROVAL,
+)
+LISTS = (
+    ("runsRequiringAttention", RUNS_REQUIRING_ATTENTION),
+    ("needsApprovalRuns", RUNS_NEEDING_APPROVAL),
+)
+
+
 @dataclass(frozen=True)
 class Snapshot:
     # API field -> ((label or "", value), ...) in the API's order; absent when not read
     points: Mapping[str, tuple[tuple[str, float], ...]]
+    lengths: Mapping[str, int] = field(default_factory=dict)  # run lists: how many runs
 
 
 def _points(raw: Any, where: str) -> tuple[tuple[str, float], ...]:
     out = []
     for i, point in enumerate(p.lst(raw, where)):
         o = p.obj(point, f"{where}[{i}]")
-        labels: Sequence[Any] = p.lst(o.get("labels"), f"{where}[{i}].labels")
-        label = str(labels[0]) if labels else ""
+        labels = p.strings(o.get("labels"), f"{where}[{i}].labels")  # bounded: label values
+        label = labels[0] if labels else ""
         out.append((label, p.number(o, "value", f"{where}[{i}]")))
     return tuple(out)
 
 
 def parse(data: object) -> Snapshot:
-    m = p.obj(p.obj(data, "data").get("metrics"), "metrics")
+    d = p.obj(data, "data")
+    if "metrics" not in d:  # left out: the server lacks or refuses it (see FieldGate)
+        return Snapshot({})
+    m = p.obj(d.get("metrics"), "metrics")
     fields = [name for name, _ in (*LABELLED, *SCALARS)]
     return Snapshot(
-        {name: _points(m[name], f"metrics.{name}") for name in fields if m.get(name) is not None}
+        {name: _points(m[name], f"metrics.{name}") for name in fields if m.get(name) is not None},
+        {name: len(p.lst(m[name], f"metrics.{name}")) for name, _ in LISTS if name in m},
     )
 
 
 class Poller(DocumentPoller):
     document = DOCUMENT
     root = "metrics"
+    # Older self-hosted releases lack ``metrics`` or refuse it to API keys: the area then
+    # serves nothing and reports the field, which is not an outage.
+    optional = {
+        "Query.metrics": METRICS,
+        "Metrics.runsRequiringAttention": (RUNS_REQUIRING_ATTENTION,),
+        "Metrics.needsApprovalRuns": (RUNS_NEEDING_APPROVAL,),
+    }
     parse = staticmethod(parse)
 
     def collect(self, snapshot: Snapshot, out: FamilyBuilder) -> None:
@@ -115,6 +154,9 @@ class Poller(DocumentPoller):
             points = snapshot.points.get(name, ())
             if points:
                 out.add(metric, (a,), points[0][1])
+        for name, metric in LISTS:
+            if name in snapshot.lengths:
+                out.add(metric, (a,), snapshot.lengths[name])
 
 
 SPEC = AreaSpec(
@@ -123,13 +165,9 @@ SPEC = AreaSpec(
     default_interval=60.0,
     create=Poller,
     documents={"SpaceliftExporterAggregates": DOCUMENT},
-    metrics=(
-        STACKS_BY_STATE,
-        RESOURCES_BY_DRIFT,
-        AVG_STACK_SIZE,
-        AVERAGE_RUN_DURATION,
-        MEDIAN_RUN_DURATION,
-    ),
-    permission="Any key on current SaaS; older self-hosted releases refuse `metrics` to API "
-    "keys (`not available for machine sessions`), reported as a permission gap.",
+    metrics=METRICS,
+    optional=Poller.optional,
+    permission="Any key on current SaaS; older self-hosted releases lack `metrics` or refuse "
+    "it to API keys (`not available for machine sessions`), reported as "
+    '`spacelift_api_field_unavailable{field="Query.metrics"}`.',
 )

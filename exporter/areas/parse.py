@@ -99,3 +99,24 @@ def boolean(o: Mapping[str, Any], key: str, where: str) -> bool:
     if not isinstance(value, bool):
         raise MalformedResponseError(f"{where}.{key}: expected a boolean")
     return value
+
+
+class Pages:
+    """Guard of a paginated read: a cursor that comes back (an endless loop) or more than
+    MAX_ITEMS items over all pages is a malformed answer, not a poll that runs until its
+    time budget while memory grows."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.items = 0
+        self._cursors: set[str] = set()
+
+    def next(self, cursor: str | None, items: int) -> str | None:
+        self.items += items
+        if self.items > MAX_ITEMS:
+            raise MalformedResponseError(f"{self.where}: more than {MAX_ITEMS} items over pages")
+        if cursor is not None:
+            if cursor in self._cursors:
+                raise MalformedResponseError(f"{self.where}: page cursor {_short(cursor)} again")
+            self._cursors.add(cursor)
+        return cursor

@@ -38,9 +38,11 @@ TERMINAL = frozenset({"FINISHED", "FAILED", "STOPPED", "CANCELED", "DISCARDED", 
 # Stack states meaning "no tracked run is in progress" (NONE: the stack never ran).
 STACK_AT_REST = frozenset({"NONE", *TERMINAL})
 
-RUNS = "runs"  # stack.runs: tracked runs, tasks, destroys
+RUNS = "runs"  # stack.runs: tracked runs, destroys
 PROPOSED = "proposed"  # stack.proposedRuns: proposed runs, drift detection included
-KINDS = (RUNS, PROPOSED)
+TASKS = "tasks"  # stack.tasks (spacectl reads tasks there; whether runs holds them too is
+# unconfirmed: a run is filed under its type's list, so one seen in two lists counts once)
+KINDS = (RUNS, PROPOSED, TASKS)
 
 DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400)
 QUEUE_WAIT_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
@@ -59,7 +61,7 @@ TOMBSTONE_RETENTION = 30 * 86400.0
 
 
 def kind_of(run_type: str) -> str:
-    return PROPOSED if run_type == "PROPOSED" else RUNS
+    return {"PROPOSED": PROPOSED, "TASK": TASKS}.get(run_type, RUNS)
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,24 @@ class Want:
     # cursor of a gap (kept on the follow-up pages of that part).
     runs_from: str | None = None
     proposed_from: str | None = None
+    tasks: bool = False  # read with ``runs`` (tasks hold the stack's lock as tracked runs do)
+    tasks_before: str | None = None
+    tasks_from: str | None = None
 
+    def reads(self, kind: str) -> bool:
+        return bool(getattr(self, WANT_FIELD[kind]))
+
+    def origin(self, kind: str) -> str | None:
+        return getattr(self, WANT_FIELD[kind] + "_from")  # type: ignore[no-any-return]
+
+    def reading(self, kind: str, before: str | None, origin: str | None) -> Want:
+        """This want, also reading ``kind`` from ``before`` (a part that started at ``origin``)."""
+        f = WANT_FIELD[kind]
+        changes: dict[str, Any] = {f: True, f + "_before": before, f + "_from": origin}
+        return replace(self, **changes)
+
+
+WANT_FIELD = {RUNS: "runs", PROPOSED: "proposed", TASKS: "tasks"}
 
 LIKELY_OUTCOMES = ("FINISHED", "FAILED")
 # Only runs that change infrastructure get those 0-valued series ahead of their first finish
@@ -285,12 +304,8 @@ class Ledger:
             w = wants.get(sid)
             if sid not in listing or not cursors or w is None:
                 continue
-            if kind == RUNS and w.runs and w.runs_from != cursors[0]:
-                extra.append((sid, Want(runs=True, runs_before=cursors[0], runs_from=cursors[0])))
-            elif kind == PROPOSED and w.proposed and w.proposed_from != cursors[0]:
-                extra.append(
-                    (sid, Want(proposed=True, proposed_before=cursors[0], proposed_from=cursors[0]))
-                )
+            if w.reads(kind) and w.origin(kind) != cursors[0]:
+                extra.append((sid, Want().reading(kind, cursors[0], cursors[0])))
         return extra
 
     def add_lookups(
@@ -338,16 +353,22 @@ class Ledger:
         wants: dict[str, Want] = {}
         self.planned_cursor = None
 
-        def want(sid: str, runs: bool = False, proposed: bool = False) -> None:
+        def want(sid: str, runs: bool = False, proposed: bool = False, tasks: bool = False) -> None:
             old = wants.get(sid, Want())
-            wants[sid] = replace(old, runs=old.runs or runs, proposed=old.proposed or proposed)
+            wants[sid] = replace(
+                old,
+                runs=old.runs or runs,
+                proposed=old.proposed or proposed,
+                tasks=old.tasks or tasks or runs,
+            )
 
         for sid, mark in listing.items():
             old = self.stacks.get(sid)
             if old is None:
                 if sid in self.forgotten:  # back after a gap: read what it ran meanwhile
-                    want(sid, runs=True, proposed=True)
-                elif mark.state not in STACK_AT_REST or mark.needs_approval:
+                    want(sid, runs=True, proposed=True, tasks=True)
+                # (state "": Stack.state refused to the key; the sweep and queues find its runs)
+                elif (mark.state and mark.state not in STACK_AT_REST) or mark.needs_approval:
                     want(sid, runs=True, proposed=mark.needs_approval)
                 continue
             if (old.state, old.state_set_at, old.tracked_commit) != (
@@ -363,19 +384,16 @@ class Ledger:
             if a.obs.stack_id not in listing:
                 continue
             if a.in_queue and rid not in in_queue:  # left the queue: finished, or waiting
-                want(a.obs.stack_id, runs=a.obs.kind == RUNS, proposed=a.obs.kind == PROPOSED)
+                k = a.obs.kind
+                want(a.obs.stack_id, runs=k == RUNS, proposed=k == PROPOSED, tasks=k == TASKS)
         # Gaps left by a read that hit MAX_RUN_PAGES: read on from their cursor (in a slot of
         # their own when the list's newest runs are read too: see ``gap_reads``).
         for (sid, kind), cursors in sorted(self.gaps.items()):
             if sid not in listing or not cursors:
                 continue
             w = wants.get(sid, Want())
-            if kind == RUNS and not w.runs:
-                wants[sid] = replace(w, runs=True, runs_before=cursors[0], runs_from=cursors[0])
-            elif kind == PROPOSED and not w.proposed:
-                wants[sid] = replace(
-                    w, proposed=True, proposed_before=cursors[0], proposed_from=cursors[0]
-                )
+            if not w.reads(kind):
+                wants[sid] = w.reading(kind, cursors[0], cursors[0])
         if sweep_slots <= 0:
             return wants
         # The last batch's free slots, or a batch of its own when the last one is full.
@@ -394,7 +412,7 @@ class Ledger:
                 sid = order[(start + i) % len(order)]
                 if sid in wants:
                     continue
-                want(sid, runs=True, proposed=True)
+                want(sid, runs=True, proposed=True, tasks=True)
                 picked += 1
                 self.planned_cursor = sid  # committed by apply, after a successful poll
                 if picked >= spare:
@@ -471,6 +489,8 @@ class Ledger:
         seen = set()
         for run in view.runs:
             seen.add(run.id)
+            if run.kind != view.kind:
+                continue  # filed under its own type's list, which counts it
             if run.id in self.active:
                 if run.terminal:
                     self._count(run, space)
@@ -612,6 +632,7 @@ class Ledger:
 
         return {
             "version": STATE_VERSION,
+            "kinds": list(KINDS),  # the run lists it keeps (tasks came later: see from_json)
             "baseline": self.baseline,
             "buckets": {
                 "duration": list(DURATION_BUCKETS),
@@ -662,6 +683,15 @@ class Ledger:
             led.floor[(str(sid), str(kind))] = float(f)
         for sid, kind, cursors in raw.get("gaps", []):
             led.gaps[(str(sid), str(kind))] = [str(c) for c in cursors]
+        if TASKS not in raw.get("kinds", ()):
+            # Written before tasks had a list of their own (they were under ``runs``): tasks
+            # below the runs floor, and those in its ``done``, were examined already.
+            for (sid, kind), f in list(led.floor.items()):
+                if kind == RUNS:
+                    led.floor[(sid, TASKS)] = f
+            for (sid, kind), ids in list(led.done.items()):
+                if kind == RUNS:
+                    led.done[(sid, TASKS)] = dict(ids)
         for space, sid, rtype, state, value in raw["finished"]:
             count = int(value)
             if not 0 <= count <= 10**15:  # a counter restored as is: never negative or absurd

@@ -4,8 +4,8 @@ Spacelift has no account-wide run search, so reading every stack's runs each pol
 request per stack. This area reads runs only where something happened, with a small, bounded
 number of requests per poll:
 
-1. ``searchStacks`` pages (50 stacks a page) with just ``id space state stateSetAt
-   needsApproval``: a tracked run moving changes its stack's state or ``stateSetAt``.
+1. ``searchStacks`` pages (50 stacks a page), the listing shared with the stacks area
+   (``stack_listing``): a tracked run moving changes its stack's state or ``stateSetAt``.
 2. One request for the queues of every worker pool (``workerPools { searchSchedulableRuns }``
    plus ``publicWorkerPool``): the runs waiting for or holding a worker, with their current
    state and history, so proposed runs and tasks (which never change a stack's state) are seen
@@ -13,7 +13,12 @@ number of requests per poll:
 3. The run lists of the stacks that changed, ``BATCH`` stacks per request through GraphQL
    aliases (``s0: stack(id: $s0) { runs ... }``), spare slots of the last batch spent on a
    sweep that visits every stack in turn; active runs no queue shows are asked for by id in
-   the same slots (``run(id: $q0)``).
+   the same slots (``run(id: $q0)``). ``runs``, ``proposedRuns`` and ``tasks`` are paged
+   with ``before:`` until an empty page (the server's page size is not public), as spacectl
+   does; a run seen in two lists is counted once.
+
+Optional fields (``fields``): ``Run.commit { timestamp }`` (only lead time needs it) and
+``WorkerPool.schedulableRunsCount`` (without it a long queue is read in full each poll).
 
 So a poll of S stacks of which A changed costs about ``S/50 + 1 + A/20`` requests, never more
 than the naive ``S/50 + S``; accounts of up to ``BATCH`` stacks simply read every stack's runs
@@ -25,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -40,12 +45,14 @@ from exporter.areas.base import (
     gauge,
     histogram,
 )
+from exporter.areas.fields import Document, FieldGate
 from exporter.areas.run_ledger import (
     DURATION_BUCKETS,
     LEAD_TIME_BUCKETS,
     PROPOSED,
     QUEUE_WAIT_BUCKETS,
     RUNS,
+    TASKS,
     Hist,
     Ledger,
     ListView,
@@ -54,8 +61,15 @@ from exporter.areas.run_ledger import (
     StackMark,
     Want,
 )
+from exporter.areas.stack_listing import DOCUMENT as STACKS_DOCUMENT
+from exporter.areas.stack_listing import StackListing
 from exporter.client import classify
-from exporter.errors import PermissionDeniedError
+from exporter.errors import (
+    MalformedResponseError,
+    PartialFailure,
+    PermissionDeniedError,
+    SpaceliftError,
+)
 
 if TYPE_CHECKING:
     from exporter.client import Result, SpaceliftClient
@@ -64,8 +78,9 @@ log = logging.getLogger(__name__)
 
 STACK_PAGE = 50  # searchStacks page size (what Spacelift's own clients use)
 QUEUE_PAGE = 100  # searchSchedulableRuns page size (what spacectl uses)
+# The queue's order as spacectl asks for it (internal/cmd/draw/data/workerpools.go).
+QUEUE_ORDER = {"field": "position", "direction": "ASC"}
 BATCH = 20  # stacks per aliased run-list request
-RUNS_PAGE_HINT = 50  # a shorter runs page is the list's last (the server's page size, GUESS 50)
 MAX_RUN_PAGES = 5  # older pages read per stack list in one poll, at most
 
 RUN_FIELDS = """
@@ -82,92 +97,82 @@ fragment SpaceliftExporterRunFields on Run {
 }
 """
 
-QUEUE_FIELDS = """
-fragment SpaceliftExporterQueue on SchedulableRunsConnection {
-  edges { node { stackId run { ...SpaceliftExporterRunFields } } }
-  pageInfo { endCursor hasNextPage }
-}
-"""
-
-STACKS_DOCUMENT = """
-query SpaceliftExporterRunStacks($input: SearchInput!) {
-  searchStacks(input: $input) {
-    edges { node { id space state stateSetAt needsApproval trackedCommit { hash } } }
+# Selected inline (no fragment): no public client names the type searchSchedulableRuns
+# returns. Evidence for the fields: spacectl internal/cmd/draw/data/workerpools.go.
+QUEUE_SELECTION = """{
+    edges { node { stackId run { ...SpaceliftExporterRunFields } } }
     pageInfo { endCursor hasNextPage }
-  }
-}
-"""
+  }"""
 
 QUEUES_DOCUMENT = (
     """
 query SpaceliftExporterRunQueues($input: SearchInput!) {
   workerPools {
-    id schedulableRunsCount searchSchedulableRuns(input: $input) { ...SpaceliftExporterQueue }
+    id schedulableRunsCount searchSchedulableRuns(input: $input) __QUEUE__
   }
   publicWorkerPool {
-    schedulableRunsCount searchSchedulableRuns(input: $input) { ...SpaceliftExporterQueue }
+    schedulableRunsCount searchSchedulableRuns(input: $input) __QUEUE__
   }
 }
 """
-    + QUEUE_FIELDS
     + RUN_FIELDS
-)
+).replace("__QUEUE__", QUEUE_SELECTION)
 
 # Without the public pool, for releases that refuse ``publicWorkerPool`` to API keys.
 PRIVATE_QUEUES_DOCUMENT = (
     """
 query SpaceliftExporterRunQueuesPrivate($input: SearchInput!) {
   workerPools {
-    id schedulableRunsCount searchSchedulableRuns(input: $input) { ...SpaceliftExporterQueue }
+    id schedulableRunsCount searchSchedulableRuns(input: $input) __QUEUE__
   }
 }
 """
-    + QUEUE_FIELDS
     + RUN_FIELDS
-)
+).replace("__QUEUE__", QUEUE_SELECTION)
 
 POOL_QUEUE_PAGE_DOCUMENT = (
     """
 query SpaceliftExporterRunQueuePage($id: ID!, $input: SearchInput!) {
-  workerPool(id: $id) { searchSchedulableRuns(input: $input) { ...SpaceliftExporterQueue } }
+  workerPool(id: $id) { searchSchedulableRuns(input: $input) __QUEUE__ }
 }
 """
-    + QUEUE_FIELDS
     + RUN_FIELDS
-)
+).replace("__QUEUE__", QUEUE_SELECTION)
 
 PUBLIC_QUEUE_PAGE_DOCUMENT = (
     """
 query SpaceliftExporterPublicRunQueuePage($input: SearchInput!) {
-  publicWorkerPool { searchSchedulableRuns(input: $input) { ...SpaceliftExporterQueue } }
+  publicWorkerPool { searchSchedulableRuns(input: $input) __QUEUE__ }
 }
 """
-    + QUEUE_FIELDS
     + RUN_FIELDS
-)
+).replace("__QUEUE__", QUEUE_SELECTION)
 
 BATCH_OPERATION = "SpaceliftExporterStackRuns"
+LISTS = ((RUNS, "runs"), (PROPOSED, "proposedRuns"), (TASKS, "tasks"))  # (ledger kind, field)
 
 
 @lru_cache(maxsize=128)
 def batch_document(n: int) -> str:
     """The aliased run-list document for ``n`` stacks (one fixed template per batch size).
 
-    Slot i takes ``$s<i>`` (stack id), ``$r<i>``/``$p<i>`` (read ``runs``/``proposedRuns``),
-    ``$rb<i>``/``$pb<i>`` (``before`` cursors, null for the newest page) and ``$l<i>``/``$q<i>``
-    (ask for one run by id: an active run beyond the pages read).
+    Slot i takes ``$s<i>`` (stack id), ``$r<i>``/``$p<i>``/``$t<i>`` (read ``runs``/
+    ``proposedRuns``/``tasks``), ``$rb<i>``/``$pb<i>``/``$tb<i>`` (``before`` cursors, null for
+    the newest page) and ``$l<i>``/``$q<i>`` (ask for one run by id: an active run beyond the
+    pages read).
     """
     if not 1 <= n <= 100:
         raise ValueError("batch size must be 1..100")
     params = ", ".join(
         f"$s{i}: ID!, $r{i}: Boolean!, $rb{i}: ID, $p{i}: Boolean!, $pb{i}: ID,"
-        f" $l{i}: Boolean!, $q{i}: ID!"
+        f" $t{i}: Boolean!, $tb{i}: ID, $l{i}: Boolean!, $q{i}: ID!"
         for i in range(n)
     )
     slots = "\n".join(
         f"  s{i}: stack(id: $s{i}) {{ id"
         f" runs(before: $rb{i}) @include(if: $r{i}) {{ ...SpaceliftExporterRunFields }}"
         f" proposedRuns(before: $pb{i}) @include(if: $p{i}) {{ ...SpaceliftExporterRunFields }}"
+        f" tasks(before: $tb{i}) @include(if: $t{i}) {{ ...SpaceliftExporterRunFields }}"
         f" run(id: $q{i}) @include(if: $l{i}) {{ ...SpaceliftExporterRunFields }}"
         " }"
         for i in range(n)
@@ -227,57 +232,55 @@ LEAD_TIME = histogram(
     "space",
 )
 
+# Fields a server may lack or refuse; the documents are sent without them (see FieldGate).
+OPTIONAL = {
+    # Only selected under a stack's ``trackedCommit`` in public clients, never a run's commit.
+    "Commit.timestamp": (LEAD_TIME,),
+    # Only an unmerged official-exporter PR reads it on private pools (deep queue caching).
+    "WorkerPool.schedulableRunsCount": (),
+}
+
 
 # -- parsing -----------------------------------------------------------------------------------
 
 
 def parse_run(raw: Any, stack_id: str, where: str) -> RunObs:
     o = p.obj(raw, where)
-    commit = o.get("commit")
+    commit = o.get("commit")  # absent when the server lacks Commit.timestamp (optional)
     commit_ts = None
     if commit is not None:
-        commit_ts = p.number(p.obj(commit, where + ".commit"), "timestamp", where + ".commit")
+        commit_ts = p.opt_number(p.obj(commit, where + ".commit"), "timestamp", where + ".commit")
     history = []
     for i, h in enumerate(p.lst(o.get("history"), where + ".history")):
         ho = p.obj(h, f"{where}.history[{i}]")
         history.append(
             (p.string(ho, "state", f"{where}.history[{i}]"), p.number(ho, "timestamp", where))
         )
+    state = p.string(o, "state", where)
     return RunObs(
         id=p.string(o, "id", where),
         stack_id=stack_id,
         type=p.string(o, "type", where),
-        state=p.string(o, "state", where),
+        state=state,
         created_at=p.number(o, "createdAt", where),
         updated_at=p.number(o, "updatedAt", where),
         drift=p.boolean(o, "driftDetection", where),
         needs_approval=p.boolean(o, "needsApproval", where),
         commit_ts=commit_ts,
-        history=tuple(history),
+        history=tuple(oldest_first(history, state)),
     )
 
 
-def parse_stacks_page(data: Any) -> tuple[dict[str, StackMark], str | None]:
-    """One searchStacks page -> ({stack id: mark}, cursor of the next page or None)."""
-    conn = p.obj(p.obj(data, "data").get("searchStacks"), "searchStacks")
-    marks: dict[str, StackMark] = {}
-    for i, edge in enumerate(p.lst(conn.get("edges"), "searchStacks.edges")):
-        where = f"searchStacks.edges[{i}].node"
-        node = p.obj(p.obj(edge, where).get("node"), where)
-        marks[p.string(node, "id", where)] = StackMark(
-            space=p.string(node, "space", where),
-            state=p.string(node, "state", where),
-            state_set_at=p.opt_number(node, "stateSetAt", where),
-            needs_approval=p.boolean(node, "needsApproval", where),
-            tracked_commit=_commit_hash(node.get("trackedCommit"), where),
-        )
-    return marks, _next_cursor(conn, "searchStacks")
-
-
-def _commit_hash(raw: Any, where: str) -> str:
-    if raw is None:
-        return ""
-    return p.string(p.obj(raw, where + ".trackedCommit"), "hash", where + ".trackedCommit")
+def oldest_first(history: list[tuple[str, float]], state: str) -> list[tuple[str, float]]:
+    """The API gives ``Run.history`` newest first (spacectl iterates it backwards); never rely
+    on it: the newest entry is the one in the run's current state, or the latest timestamp.
+    (Entries within the same second keep their relative order: READY before PREPARING.)"""
+    if len(history) < 2:
+        return history
+    first, last = history[0], history[-1]
+    if (first[0] == state and last[0] != state) or first[1] > last[1]:
+        return history[::-1]
+    return history
 
 
 def parse_queue(raw: Any, where: str) -> tuple[list[RunObs], str | None]:
@@ -387,6 +390,11 @@ class Poller:
         self._requests = 0
         self._deep: dict[str, DeepQueue] = {}  # pool id ("" for the public pool)
         self._queue_pages_left = 0
+        self.area = ctx.area or "runs"
+        self.fields = FieldGate(ctx.account, self.area, ctx.clock)
+        self.listing = StackListing.of(ctx.shared, ctx.account, ctx.clock)
+        self.listing.register(ctx.interval, {})
+        self.gates = (self.fields, self.listing.gate)
 
     # -- persistence hook (the app saves this to --state.file after a good poll) -----------
 
@@ -421,15 +429,25 @@ class Poller:
     def poll(self, client: SpaceliftClient) -> Snapshot:
         now = self.clock()
         self._requests = 0
+        queue_failure: SpaceliftError | None = None
         listing = self._list_stacks(client)
         ledger = self._ledger(now)
         if len(listing) <= self.batch:
             # Small account: reading every stack's runs costs one request; no queue needed.
             queue: list[RunObs] = []
-            wants = {sid: Want(runs=True, proposed=True) for sid in listing}
+            wants = {sid: Want(runs=True, proposed=True, tasks=True) for sid in listing}
             ledger.add_lookups(wants, listing, set(), 0)
         else:
-            queue = self._queues(client)
+            try:
+                queue = self._queues(client)
+            except PermissionDeniedError:
+                raise
+            except SpaceliftError as exc:
+                # The queues failed, the rest of the poll need not: the last known queue
+                # stands in (no run is taken for gone from it), the run lists are read as
+                # planned, and the poll is reported failed with what it could read.
+                queue_failure = exc
+                queue = [a.obs for a in ledger.active.values() if a.in_queue]
             wants = ledger.plan(listing, queue, self.batch, now, sweep_slots=self.batch)
         views, lookups = self._read_lists(
             client, ledger, [*sorted(wants.items()), *ledger.gap_reads(listing, wants)]
@@ -439,29 +457,41 @@ class Poller:
             deep.runs = [r for r in deep.runs if r.id in ledger.active]
             if deep.refresh is not None:
                 deep.refresh = [r for r in deep.refresh if r.id in ledger.active]
-        return build_snapshot(
+        snapshot = build_snapshot(
             ledger, listing, now, stack_id_label=self.stack_id_label, requests=self._requests
         )
+        if queue_failure is not None:
+            raise PartialFailure(
+                f"worker pool queues: {queue_failure}", snapshot, queue_failure.kind
+            )
+        return snapshot
 
     def _query(
         self, client: SpaceliftClient, document: str, variables: Mapping[str, Any]
     ) -> Result:
         self._requests += 1
-        return client.query(document, variables)
+        result = self.fields.query(client, Document(document, OPTIONAL), variables)
+        if result is None:
+            raise MalformedResponseError("a runs document with nothing left to ask")
+        return result
 
     def _list_stacks(self, client: SpaceliftClient) -> dict[str, StackMark]:
-        listing: dict[str, StackMark] = {}
-        after: str | None = None
-        while True:
-            variables = {"input": {"first": STACK_PAGE, "after": after}}
-            data = self._query(client, STACKS_DOCUMENT, variables).require("searchStacks")
-            marks, after = parse_stacks_page(data)
-            listing.update(marks)
-            if after is None:
-                return listing
+        listing, swept = self.listing.get(client, self.area)
+        if swept:
+            self._requests += listing.requests
+        return {
+            st.id: StackMark(
+                space=st.space,
+                state=st.state,
+                state_set_at=st.state_set_at,
+                needs_approval=st.needs_approval,
+                tracked_commit=st.tracked_commit,
+            )
+            for st in listing.stacks
+        }
 
     def _queues(self, client: SpaceliftClient) -> list[RunObs]:
-        variables = {"input": {"first": QUEUE_PAGE}}
+        variables = {"input": _queue_input(None)}
         data: Mapping[str, Any] | None = None
         if not self._public_refused:
             try:
@@ -489,7 +519,10 @@ class Poller:
                 more = self._query(
                     client,
                     POOL_QUEUE_PAGE_DOCUMENT,
-                    {"id": pool_id, "input": {"first": QUEUE_PAGE, "after": after}},
+                    {
+                        "id": pool_id,
+                        "input": _queue_input(after),
+                    },
                 ).require("workerPool")
                 return p.obj(more.get("workerPool"), "workerPool").get("searchSchedulableRuns")
 
@@ -501,7 +534,7 @@ class Poller:
                 more = self._query(
                     client,
                     PUBLIC_QUEUE_PAGE_DOCUMENT,
-                    {"input": {"first": QUEUE_PAGE, "after": after}},
+                    {"input": _queue_input(after)},
                 ).require("publicWorkerPool")
                 return p.obj(more.get("publicWorkerPool"), "publicWorkerPool").get(
                     "searchSchedulableRuns"
@@ -515,7 +548,8 @@ class Poller:
     ) -> list[RunObs]:
         """A pool's queue: its first page (running runs come first, so whatever moves is
         there), and the pages after it only when the pool's count or first page changed."""
-        count = int(p.number(pool, "schedulableRunsCount", where))
+        raw_count = p.opt_number(pool, "schedulableRunsCount", where)  # optional field
+        count = -1 if raw_count is None else int(raw_count)
         page, after = parse_queue(pool.get("searchSchedulableRuns"), where)
         if after is None:
             self._deep.pop(key, None)
@@ -524,12 +558,15 @@ class Poller:
         cached = self._deep.get(key)
         if cached is None:  # first sight of a long queue: read it all once
             deep: list[RunObs] = []
+            pages = p.Pages(where)
             while after is not None:
                 more_page, after = parse_queue(more(after), where)
+                after = pages.next(after, len(more_page))
                 deep += more_page
             self._deep[key] = DeepQueue(count, first, deep)
             return page + deep
         if cached.refresh is None:
+            # Without the count (field unavailable) only an unchanged first page says so.
             if cached.count == count and cached.first_page == first:
                 return page + cached.runs
             cached.refresh, cached.resume = [], after  # changed: read the pages again
@@ -570,6 +607,8 @@ class Poller:
                             f"rb{i}": w.runs_before,
                             f"p{i}": w.proposed,
                             f"pb{i}": w.proposed_before,
+                            f"t{i}": w.tasks,
+                            f"tb{i}": w.tasks_before,
                             f"l{i}": w.lookup is not None,
                             f"q{i}": w.lookup or "",
                         }
@@ -590,12 +629,10 @@ class Poller:
                             found = parse_run(raw_run, sid, f"stack({sid}).run({w.lookup})")
                         lookups.append(Lookup(sid, w.lookup, found))
                     nxt = Want()
-                    for kind, field, asked, origin in (
-                        (RUNS, "runs", w.runs, w.runs_from),
-                        (PROPOSED, "proposedRuns", w.proposed, w.proposed_from),
-                    ):
-                        if not asked:
+                    for kind, field in LISTS:
+                        if not w.reads(kind):
                             continue
+                        origin = w.origin(kind)
                         where = f"stack({sid}).{field}"
                         page = [
                             parse_run(r, sid, f"{where}[{j}]")
@@ -605,22 +642,11 @@ class Poller:
                         acc = read.setdefault(key, [])
                         acc += page
                         pages[key] = pages.get(key, 0) + 1
-                        more = len(page) >= RUNS_PAGE_HINT and ledger.needs_older_page(
-                            acc, sid, kind
-                        )
+                        # Only an empty page ends a list: the server's page size is not public.
+                        more = bool(page) and ledger.needs_older_page(acc, sid, kind)
                         if more and pages[key] <= MAX_RUN_PAGES:
                             complete[key] = False
-                            if kind == RUNS:
-                                nxt = replace(
-                                    nxt, runs=True, runs_before=page[-1].id, runs_from=origin
-                                )
-                            else:
-                                nxt = replace(
-                                    nxt,
-                                    proposed=True,
-                                    proposed_before=page[-1].id,
-                                    proposed_from=origin,
-                                )
+                            nxt = nxt.reading(kind, page[-1].id, origin)
                         else:
                             complete[key] = not more
                             if more:
@@ -629,7 +655,7 @@ class Poller:
                                     "polls read on from there",
                                     extra={"account": self.account, "stack": sid},
                                 )
-                    if nxt.runs or nxt.proposed:
+                    if any(nxt.reads(kind) for kind, _ in LISTS):
                         follow.append((sid, nxt))
             pending = follow
         views = [
@@ -658,6 +684,10 @@ class Poller:
             out.add(LEAD_TIME, (a, *labels), hv)
 
 
+def _queue_input(after: str | None) -> dict[str, Any]:
+    return {"first": QUEUE_PAGE, "after": after, "orderBy": QUEUE_ORDER}
+
+
 def naive_requests(stacks: int) -> int:
     """What reading every stack's runs costs: the listing plus one request per stack."""
     return math.ceil(stacks / STACK_PAGE) + stacks if stacks else 1
@@ -674,7 +704,7 @@ SPEC = AreaSpec(
     default_interval=30.0,
     create=Poller,
     documents={
-        "SpaceliftExporterRunStacks": STACKS_DOCUMENT,
+        "SpaceliftExporterStacks": STACKS_DOCUMENT,
         "SpaceliftExporterRunQueues": QUEUES_DOCUMENT,
         "SpaceliftExporterRunQueuesPrivate": PRIVATE_QUEUES_DOCUMENT,
         "SpaceliftExporterRunQueuePage": POOL_QUEUE_PAGE_DOCUMENT,
@@ -682,9 +712,10 @@ SPEC = AreaSpec(
         BATCH_OPERATION: batch_document(BATCH),
     },
     metrics=(RUNS_NOW, OLDEST_AGE, NEEDING_APPROVAL, FINISHED, DURATION, QUEUE_WAIT, LEAD_TIME),
+    optional=OPTIONAL,
     permission="Read on the spaces of the stacks (`searchStacks`, `stack.runs`, "
-    "`stack.proposedRuns`) and of the worker pools (`searchSchedulableRuns`); runs in spaces "
-    "the key cannot read are not seen.",
+    "`stack.proposedRuns`, `stack.tasks`) and of the worker pools (`searchSchedulableRuns`); "
+    "runs in spaces the key cannot read are not seen.",
     options={
         "stack_id_label": OptionSpec(
             bool,

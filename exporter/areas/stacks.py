@@ -1,8 +1,13 @@
 """Stacks: how many stacks per space and state, and (switchable) one set of series per stack.
 
 Read through ``searchStacks`` pages of 50 (the root ``stacks`` list is closed to API keys and
-expensive for Spacelift), with the space list folded into the first page's request: a poll of
-S stacks costs ``ceil(S/50)`` requests (at least one).
+expensive for Spacelift), with the space list folded into the first page's request: a sweep
+of S stacks costs ``ceil(S/50)`` requests (at least one), and is shared with the runs area
+(``stack_listing``), so the account is listed once per cycle of the faster of the two.
+
+Where ``Stack.state`` is refused to the key (a machine user), everything else is still
+served: ``spacelift_stacks`` loses its ``state`` label (counts by space), the per-stack state
+series goes, and per-state counts come from the aggregates area.
 """
 
 from __future__ import annotations
@@ -10,44 +15,28 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from exporter.areas import parse as p
 from exporter.areas.base import AreaContext, AreaSpec, FamilyBuilder, MetricDef, OptionSpec, gauge
+from exporter.areas.stack_listing import (
+    DOCUMENT,
+    Stack,
+    StackListing,
+    parse_page,
+    parse_stack,
+)
+
+__all__ = ["DOCUMENT", "Snapshot", "Stack", "parse_page", "parse_stack"]
 
 if TYPE_CHECKING:
     from exporter.client import SpaceliftClient
 
-PAGE = 50
-
-DOCUMENT = """
-query SpaceliftExporterStacks($input: SearchInput!, $withSpaces: Boolean!) {
-  spaces @include(if: $withSpaces) { id }
-  searchStacks(input: $input) {
-    edges {
-      node {
-        id
-        name
-        space
-        state
-        stateSetAt
-        lockedBy
-        isDisabled
-        isDrifted
-        labels
-        repository
-        branch
-        vendorConfig { __typename }
-        workerPool { id }
-      }
-    }
-    pageInfo { endCursor hasNextPage }
-  }
-}
-"""
-
 STACKS = gauge(
-    "spacelift_stacks", "Stacks in each space and state, at the last poll.", "space", "state"
+    "spacelift_stacks",
+    "Stacks in each space and state, at the last poll (state empty where the API key may not "
+    "read stack states).",
+    "space",
+    "state",
 )
 LOCKED = gauge(
     "spacelift_stacks_locked", "Stacks locked for exclusive use, at the last poll.", "space"
@@ -98,77 +87,15 @@ STACK_DRIFTED = gauge(
     "stack_id",
 )
 PER_STACK = (STACK_INFO, STACK_STATE, STATE_SINCE, STACK_LOCKED, STACK_DISABLED, STACK_DRIFTED)
-
-
-@dataclass(frozen=True)
-class Stack:
-    id: str
-    name: str
-    space: str
-    state: str
-    state_set_at: float | None
-    locked: bool
-    disabled: bool
-    drifted: bool
-    labels: tuple[str, ...]
-    repository: str
-    branch: str
-    vendor: str
-    worker_pool_id: str
+# Refused to machine-user keys: spacelift_stacks then has no state label, per-state counts
+# come from the aggregates area.
+OPTIONAL = {"Stack.state": (STACK_STATE,)}
 
 
 @dataclass(frozen=True)
 class Snapshot:
     spaces: tuple[str, ...]
     stacks: tuple[Stack, ...]
-
-
-def parse_stack(raw: Any, where: str) -> Stack:
-    o = p.obj(raw, where)
-    vendor_cfg = o.get("vendorConfig")
-    vendor = ""
-    if vendor_cfg is not None:
-        typename = p.string(p.obj(vendor_cfg, where + ".vendorConfig"), "__typename", where)
-        vendor = typename.removeprefix("StackConfigVendor")
-    pool = o.get("workerPool")
-    pool_id = "" if pool is None else p.string(p.obj(pool, where + ".workerPool"), "id", where)
-    labels = p.strings(o.get("labels"), where + ".labels")
-    return Stack(
-        id=p.string(o, "id", where),
-        name=p.string(o, "name", where),
-        space=p.string(o, "space", where),
-        state=p.string(o, "state", where),
-        state_set_at=p.opt_number(o, "stateSetAt", where),
-        locked=p.opt_string(o, "lockedBy", where) is not None,
-        disabled=p.boolean(o, "isDisabled", where),
-        drifted=p.boolean(o, "isDrifted", where),
-        labels=labels,
-        repository=p.string(o, "repository", where),
-        branch=p.string(o, "branch", where),
-        vendor=vendor,
-        worker_pool_id=pool_id,
-    )
-
-
-def parse_page(data: Any) -> tuple[list[str] | None, list[Stack], str | None]:
-    """One answer -> (space ids if asked, stacks, cursor of the next page or None)."""
-    d = p.obj(data, "data")
-    spaces = None
-    if "spaces" in d:
-        spaces = [
-            p.string(p.obj(s, "spaces[]"), "id", "spaces[]")
-            for s in p.lst(d.get("spaces"), "spaces")
-        ]
-    conn = p.obj(d.get("searchStacks"), "searchStacks")
-    stacks = [
-        parse_stack(p.obj(edge, "edge").get("node"), f"searchStacks.edges[{i}].node")
-        for i, edge in enumerate(p.lst(conn.get("edges"), "searchStacks.edges"))
-    ]
-    info = p.obj(conn.get("pageInfo"), "searchStacks.pageInfo")
-    after = None
-    if p.boolean(info, "hasNextPage", "searchStacks.pageInfo"):
-        after = p.opt_string(info, "endCursor", "searchStacks.pageInfo") or None
-    return spaces, stacks, after
 
 
 def label_name(spacelift_label: str) -> str:
@@ -195,6 +122,10 @@ class Poller:
             if key and key not in keys and label_name(key) not in INFO_LABELS:
                 keys.append(key)
         self.label_keys = tuple(keys)
+        self.area = ctx.area or "stacks"
+        self.listing = StackListing.of(ctx.shared, ctx.account, ctx.clock)
+        self.listing.register(ctx.interval, OPTIONAL)
+        self.gates = (self.listing.gate,)
         self.info = STACK_INFO
         if keys:
             self.info = MetricDef(
@@ -205,25 +136,8 @@ class Poller:
             )
 
     def poll(self, client: SpaceliftClient) -> Snapshot:
-        spaces: list[str] | None = None
-        stacks: dict[str, Stack] = {}
-        after: str | None = None
-        while True:
-            variables = {
-                "input": {"first": PAGE, "after": after},
-                "withSpaces": spaces is None,
-            }
-            data = client.query(DOCUMENT, variables).require("searchStacks")
-            page_spaces, page, after = parse_page(data)
-            if spaces is None:
-                spaces = page_spaces or []
-            for stack in page:
-                stacks[stack.id] = stack
-            if after is None:
-                break
-        return Snapshot(
-            tuple(sorted(set(spaces or []))), tuple(sorted(stacks.values(), key=lambda s: s.id))
-        )
+        listing, _ = self.listing.get(client, self.area)
+        return Snapshot(listing.spaces, listing.stacks)
 
     def collect(self, snapshot: Snapshot, out: FamilyBuilder) -> None:
         a = self.account
@@ -266,7 +180,8 @@ class Poller:
                 ),
                 1,
             )
-            out.add(STACK_STATE, (a, st.id, st.space, st.state), 1)
+            if st.state:
+                out.add(STACK_STATE, (a, st.id, st.space, st.state), 1)
             if st.state_set_at is not None:
                 out.add(STATE_SINCE, (a, st.id), st.state_set_at)
             out.add(STACK_LOCKED, (a, st.id), int(st.locked))
@@ -300,6 +215,7 @@ SPEC = AreaSpec(
     create=Poller,
     documents={"SpaceliftExporterStacks": DOCUMENT},
     metrics=(STACKS, LOCKED, DISABLED, DRIFTED, SPACES, *PER_STACK),
+    optional=OPTIONAL,
     permission="Read on the spaces of the stacks (`searchStacks`, `spaces`); stacks in spaces "
     "the key cannot read are not counted.",
     options=_options(),

@@ -19,7 +19,7 @@ query SpaceliftExporterWorkerPools {
     space
     pendingRuns
     busyWorkers
-    schedulableRunsCount
+    schedulableRunsCount # optional: only an unmerged official-exporter PR reads it
     workers { id busy drained }
   }
 }
@@ -68,7 +68,7 @@ class Pool:
     drained: int
     idle: int
     pending: int
-    schedulable: int
+    schedulable: int | None  # None when the server lacks or refuses the field
 
 
 @dataclass(frozen=True)
@@ -100,15 +100,20 @@ def parse(data: object) -> Snapshot:
                 drained=drained,
                 idle=idle,
                 pending=int(p.number(o, "pendingRuns", where)),
-                schedulable=int(p.number(o, "schedulableRunsCount", where)),
+                schedulable=_opt_int(p.opt_number(o, "schedulableRunsCount", where)),
             )
         )
     return Snapshot(tuple(sorted(pools, key=lambda pool: pool.id)))
 
 
+def _opt_int(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
 class Poller(DocumentPoller):
     document = DOCUMENT
     root = "workerPools"
+    optional = {"WorkerPool.schedulableRunsCount": (SCHEDULABLE,)}
     parse = staticmethod(parse)
 
     def collect(self, snapshot: Snapshot, out: FamilyBuilder) -> None:
@@ -121,7 +126,8 @@ class Poller(DocumentPoller):
             out.add(DRAINED, labels, pool.drained)
             out.add(IDLE, labels, pool.idle)
             out.add(PENDING, labels, pool.pending)
-            out.add(SCHEDULABLE, labels, pool.schedulable)
+            if pool.schedulable is not None:
+                out.add(SCHEDULABLE, labels, pool.schedulable)
 
 
 SPEC = AreaSpec(
@@ -132,4 +138,5 @@ SPEC = AreaSpec(
     documents={"SpaceliftExporterWorkerPools": DOCUMENT},
     metrics=(WORKERS, BUSY, DRAINED, IDLE, PENDING, SCHEDULABLE),
     permission="Read on the spaces holding the pools (any key that can list `workerPools`).",
+    optional=Poller.optional,
 )

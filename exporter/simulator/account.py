@@ -109,6 +109,15 @@ class Metrics:
         ]
 
     @property
+    def needsApprovalRuns(self) -> list[Any]:
+        return [r for r in self._w.active.values() if r.needsApproval]
+
+    @property
+    def runsRequiringAttention(self) -> list[Any]:
+        # GUESS at Spacelift's rule: runs waiting for a human (approval or confirmation)
+        return [r for r in self._w.active.values() if r.needsApproval or r.state == "UNCONFIRMED"]
+
+    @property
     def hasStacks(self) -> bool:
         return bool(self._w.stacks)
 

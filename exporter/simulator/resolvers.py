@@ -269,7 +269,11 @@ def _page(runs: list[Run], before: str | None, size: int) -> list[Run]:
 
 
 def s_runs(st: Stack, info: GraphQLResolveInfo, before: str | None = None) -> list[Run]:
-    kinds = {"runs": ("TRACKED", "TASK", "DESTROY"), "proposedRuns": ("PROPOSED",)}
+    """A stack's run list, newest first, one page of ``runs_page_size`` before ``before``.
+
+    Tasks are in ``tasks`` only, where spacectl reads them (whether the real ``runs`` holds
+    them too is unconfirmed)."""
+    kinds = {"runs": ("TRACKED", "DESTROY"), "proposedRuns": ("PROPOSED",)}
     wanted = kinds.get(info.field_name, ("TASK",))
     runs = [r for r in st.runs if r.type in wanted]
     return _page(runs, before, info.context.world.config.runs_page_size)
@@ -355,6 +359,8 @@ RESOLVERS: dict[tuple[str, str], Any] = {
     ("Stack", "canWrite"): lambda st, i: True,
     ("Stack", "repositoryURL"): lambda st, i: f"https://github.com/acme/{st.repository}",
     ("Run", "isMostRecent"): lambda r, i: _most_recent(r, i),
+    # Newest first, as the real API gives it (spacectl iterates it backwards).
+    ("Run", "history"): lambda r, i: r.history[::-1],
     ("Run", "finished"): lambda r, i: r.state in TERMINAL,
     ("Run", "canRetry"): lambda r, i: r.state in TERMINAL,
     ("Run", "expired"): lambda r, i: False,
@@ -380,16 +386,23 @@ def _most_recent(run: Run, info: GraphQLResolveInfo) -> bool:
 
 
 def _queue(info: GraphQLResolveInfo, pool_id: str | None, input: dict[str, Any]) -> Any:
-    """In-progress runs first (by start time), then waiting runs by priority and FIFO."""
+    """Ordered by ``position`` when asked (spacectl always asks): in-progress runs first (by
+    start time), then waiting runs by priority and FIFO. Without ``orderBy`` the order is
+    unspecified (here: by run id), as the real default is unknown."""
     running, pending = info.context.world.pool_runs(pool_id)
     queue = running + pending
+    positions = {r.id: n + 1 for n, r in enumerate(queue)}
+    order = input.get("orderBy") or {}
+    if order.get("field") == "position":
+        if str(order.get("direction", "ASC")).upper() == "DESC":
+            queue = queue[::-1]
+    else:
+        queue = sorted(queue, key=lambda r: r.id)
     first = max(1, min(int(input.get("first") or 50), 1000))
     after = _dec(input.get("after"))
     start = int(after.split(":")[1]) if after else 0
     page = queue[start : start + first]
-    nodes = [
-        {"stackId": r.stack_id, "position": start + n + 1, "run": r} for n, r in enumerate(page)
-    ]
+    nodes = [{"stackId": r.stack_id, "position": positions[r.id], "run": r} for r in page]
     cursors = [_enc(f"pos:{start + n + 1}") for n in range(len(page))]
     return _conn(nodes, cursors, start + first < len(queue), start > 0)
 
@@ -435,6 +448,8 @@ def field_resolver(source: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
             return answer
         if ptype == "Mutation":
             return info.context.sim._exchange(args.get("id"), args.get("secret"))
+    elif info.context.authed and f"{ptype}.{info.field_name}" in info.context.sim.gated:
+        raise GraphQLError(GATED)
     fn = RESOLVERS.get((ptype, info.field_name))
     if fn is not None:
         return fn(source, info, **args)

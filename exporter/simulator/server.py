@@ -44,6 +44,28 @@ def schema() -> Any:
     return _SCHEMA
 
 
+# Fields an older self-hosted release lacks (the weakly evidenced ones of the API notes, 13).
+OLD_SELF_HOSTED = frozenset({"Query.seats", "Query.metrics", "WorkerPool.schedulableRunsCount"})
+# What a machine-user API key may be refused (`not available for machine sessions`; API notes,
+# 12 and 13): `sim.gate_fields(MACHINE_SESSION_GATES)`, or any subset.
+MACHINE_SESSION_GATES = frozenset(
+    {"Stack.state", "stacks", "searchStacksSuggestions", "usage", "publicWorkerPool", "metrics"}
+)
+
+
+def schema_without(missing: frozenset[str]) -> Any:
+    """The schema minus some fields (``Type.field``): an older release, which answers a
+    document selecting one with ``Cannot query field "x" on type "Y".``"""
+    if not missing:
+        return schema()
+    sdl = resources.files("exporter.simulator").joinpath("schema.graphql").read_text()
+    variant = build_schema(sdl)
+    for coordinate in missing:
+        type_name, field = coordinate.split(".")
+        del variant.type_map[type_name].fields[field]  # type: ignore[union-attr]
+    return variant
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -160,9 +182,12 @@ class Simulator:
         host: str = "127.0.0.1",
         port: int = 0,
         tls: ssl.SSLContext | None = None,  # serve HTTPS (self-hosted Spacelift, private CA)
+        missing_fields: frozenset[str] | set[str] = frozenset(),
     ) -> None:
         self.world = world
         self.tls = tls
+        self.schema = schema_without(frozenset(missing_fields))
+        self.validation_status = 200  # HTTP status of a validation error (gqlgen sends 422)
         self.key_id, self.key_secret, self.key_name = key_id, key_secret, "spacelift-exporter"
         self.token_ttl = token_ttl
         self.host, self._port = host, port
@@ -229,8 +254,9 @@ class Simulator:
 
     # ----------------------------------------------------------------- switches
     def gate_fields(self, fields: set[str] | list[str]) -> None:
-        """Answer these root fields with `not available for machine sessions`."""
-        self.gated = set(fields)
+        """Answer these fields with `not available for machine sessions`: root fields by name
+        (`usage`) and any field by coordinate (`Stack.state`, `Query.metrics`)."""
+        self.gated = {f.removeprefix("Query.") for f in fields}
 
     def rate_limit(self, requests_per_second: float | None, burst: int = 1) -> None:
         """Steady limiter (429 + Retry-After when exceeded); None switches it off."""
@@ -295,7 +321,7 @@ class Simulator:
                 return hit
         try:
             doc = parse(query)
-            errors = validate(schema(), doc)
+            errors = validate(self.schema, doc)
         except GraphQLError as exc:
             doc, errors = None, [exc]
         with self._docs_lock:
@@ -427,8 +453,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(401, {"errors": [{"message": "unauthorized"}]})
             return 401
         if errors:
-            self._json(200, {"errors": [e.formatted for e in errors]})
-            return 200
+            # graphql-core quotes names 'x'; the real API (as graphql-js) writes "x"
+            formatted = [{**e.formatted, "message": e.message.replace("'", '"')} for e in errors]
+            self._json(sim.validation_status, {"errors": formatted})
+            return sim.validation_status
         if op is None:
             self._json(200, {"errors": [{"message": "unknown operation"}]})
             return 200
@@ -436,7 +464,7 @@ class _Handler(BaseHTTPRequestHandler):
         with sim.world.lock:
             sim.world.sync()
             result = execute(
-                schema(),
+                sim.schema,
                 doc,
                 context_value=ctx,
                 variable_values=variables,

@@ -153,6 +153,23 @@ def build() -> dm.Dashboard:
                 w=12,
                 h=9,
             ),
+            grid(
+                "Spacelift fields left out",
+                "Fields the exporter's documents are sent without: the Spacelift release lacks "
+                "them (missing) or refuses them to this API key (refused). Only the metrics "
+                "needing them are absent; each is asked for again about hourly. The landing "
+                "page and `spacelift-exporter doctor` name the remedy.",
+                "short",
+                query(sel("spacelift_api_field_unavailable"), instant=True, table_format=True),
+                columns={
+                    "account": "Account",
+                    "area": "Area",
+                    "field": "Field",
+                    "reason": "Reason",
+                },
+                w=24,
+                h=5,
+            ),
             graph(
                 "Poll failures",
                 "Failed polls per area in each interval.",

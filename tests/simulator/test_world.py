@@ -136,10 +136,11 @@ def test_stack_runs_paging_with_before(client: Client, world: World, sim) -> Non
     for _ in range(9):
         run = world.trigger_run(sid, "TASK")
         world.finish_run(run.id)
-    expected = [r.id for r in world.stacks[sid].runs if r.type != "PROPOSED"]
+    expected = [r.id for r in world.stacks[sid].runs if r.type == "TASK"]
+    tasks = RUNS.replace("runs(before", "tasks(before")
     got, before = [], None
     while True:
-        page = client.q(RUNS, {"id": sid, "before": before})["data"]["stack"]["runs"]
+        page = client.q(tasks, {"id": sid, "before": before})["data"]["stack"]["tasks"]
         if not page:
             break
         assert len(page) <= 4
@@ -411,7 +412,7 @@ def test_proposed_runs_tasks_and_single_run_lookups(client: Client, world: World
     st = data["stack"]
     assert st["proposedRuns"][0] == {"id": proposed.id, "type": "PROPOSED"}
     assert st["tasks"][0] == {"id": task.id, "type": "TASK"}
-    assert st["runs"][0]["id"] == task.id
+    assert task.id not in [r["id"] for r in st["runs"]]  # tasks are in tasks() only
     assert all(r["type"] != "PROPOSED" for r in st["runs"])
     assert st["run"] == {"id": task.id, "stackId": sid}
     assert data["runStack"] == {"id": sid}
