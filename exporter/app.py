@@ -23,13 +23,15 @@ from exporter.areas.base import AreaContext, Poller
 from exporter.client import SpaceliftClient
 from exporter.config import Config
 from exporter.errors import PartialFailure, PartialPermissionDenied, SpaceliftError
-from exporter.exposition import Exposition
+from exporter.exposition import Exposition, Source
 from exporter.families import FamilyBuilder
 from exporter.selfmetrics import SelfMetrics
 from exporter.statefile import StateFile, section_key
 from exporter.store import Key, Store
 
 log = logging.getLogger(__name__)
+
+API_PART = "api traffic"  # the exposition part of the exporter's own Spacelift requests
 
 
 class App:
@@ -42,10 +44,13 @@ class App:
     ) -> None:
         self.config = config
         self.clock = clock
+        # Rendered per scrape: the process's CPU and memory, and anything counted outside polls.
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        self.self_metrics = SelfMetrics(self.registry)
+        # The API traffic changes only while a poll runs: it is rendered with the poll.
+        self.api_registry = CollectorRegistry()
+        self.self_metrics = SelfMetrics(self.registry, api=self.api_registry)
         self.clients: dict[str, SpaceliftClient] = {}
         self.pollers: dict[Key, Poller] = {}
         # --state.file: area state (the run ledger) restored here, saved after good polls.
@@ -72,11 +77,16 @@ class App:
                 )
                 self.pollers[(account.name, area)] = AREAS[area].create(ctx)
         self.store = Store(list(self.pollers))
-        parts: dict[str, Callable[[FamilyBuilder], None]] = {"health": self._collect_health}
+        # The parts that change at every poll come last: a gzip scrape's checksum is carried
+        # over the parts in order, and only what follows a changed part is read again.
+        parts: dict[str, Source] = {}
         for area in dict.fromkeys(area for _, area in self.pollers):
             parts[area] = partial(self._collect_area, area)
+        parts["health"] = self._collect_health
+        parts[API_PART] = self.api_registry
         self.exposition = Exposition(parts, self.registry)
         self._render_lock = threading.Lock()
+        self._served: set[Key] = set()  # areas whose settled state /metrics serves
         self.exposition.refresh()
 
     def interval(self, key: Key) -> float:
@@ -125,8 +135,11 @@ class App:
             ok = True
         with self._render_lock:
             # A failed poll left the area's snapshot as it was: only the health part changed.
-            fresh = self.store.get(key).snapshot is not None and (ok or self.store.get(key).partial)
-            self.exposition.refresh("health", *((area,) if fresh else ()))
+            st = self.store.get(key)
+            fresh = st.snapshot is not None and (ok or st.partial)
+            self.exposition.refresh("health", API_PART, *((area,) if fresh else ()))
+            if st.settled:
+                self._served.add(key)  # ready means rendered: /metrics has this poll's data
         return ok
 
     def _save_state(self, key: Key) -> None:
@@ -145,8 +158,13 @@ class App:
             results = list(pool.map(self.poll, list(self.pollers)))  # every poll runs
         return all(results)
 
+    def pending(self) -> list[Key]:
+        """Areas /metrics does not serve an answer for yet (not polled successfully, or
+        polled but not rendered yet)."""
+        return [k for k, st in self.store.items() if not (st.settled and k in self._served)]
+
     def ready(self) -> bool:
-        return all(st.settled for _, st in self.store.items())
+        return not self.pending()
 
     def close(self) -> None:
         for client in self.clients.values():
@@ -173,7 +191,7 @@ class App:
                 continue
             # Each account renders into its own builder: a bug in the collector drops that
             # account's series of the area (and says so in the log), nothing else.
-            scratch = FamilyBuilder()
+            scratch = FamilyBuilder(out.pause)
             try:
                 self.pollers[key].collect(st.snapshot, scratch)
             except Exception:
