@@ -25,7 +25,7 @@ from exporter.areas.run_ledger import ACCEPTED, QUEUED, WebhookObs
 from exporter.client import SpaceliftClient
 from exporter.config import Config
 from exporter.errors import PartialFailure, PartialPermissionDenied, SpaceliftError
-from exporter.exposition import Exposition
+from exporter.exposition import Exposition, Source
 from exporter.families import FamilyBuilder
 from exporter.selfmetrics import SelfMetrics
 from exporter.statefile import StateFile, section_key
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 WEBHOOK_WAIT = 0.05
 MAX_WEBHOOK_INBOX = 50_000
 OVERLOADED = "overloaded"
+API_PART = "api traffic"  # the exposition part of the exporter's own Spacelift requests
 
 
 class App:
@@ -50,10 +51,13 @@ class App:
     ) -> None:
         self.config = config
         self.clock = clock
+        # Rendered per scrape: the process's CPU and memory, and anything counted outside polls.
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        self.self_metrics = SelfMetrics(self.registry)
+        # The API traffic changes only while a poll runs: it is rendered with the poll.
+        self.api_registry = CollectorRegistry()
+        self.self_metrics = SelfMetrics(self.registry, api=self.api_registry)
         self.clients: dict[str, SpaceliftClient] = {}
         self.pollers: dict[Key, Poller] = {}
         # --state.file: area state (the run ledger) restored here, saved after good polls.
@@ -80,11 +84,16 @@ class App:
                 )
                 self.pollers[(account.name, area)] = AREAS[area].create(ctx)
         self.store = Store(list(self.pollers))
-        parts: dict[str, Callable[[FamilyBuilder], None]] = {"health": self._collect_health}
+        # The parts that change at every poll come last: a gzip scrape's checksum is carried
+        # over the parts in order, and only what follows a changed part is read again.
+        parts: dict[str, Source] = {}
         for area in dict.fromkeys(area for _, area in self.pollers):
             parts[area] = partial(self._collect_area, area)
+        parts["health"] = self._collect_health
+        parts[API_PART] = self.api_registry
         self.exposition = Exposition(parts, self.registry)
         self._render_lock = threading.Lock()
+        self._served: set[Key] = set()  # areas whose settled state /metrics serves
         self.exposition.refresh()
         # Webhook deliveries (exporter.webhooks) record into the runs pollers' ledgers; the
         # snapshots they change are rebuilt by a flusher thread woken through this event.
@@ -147,8 +156,11 @@ class App:
             ok = True
         with self._render_lock:
             # A failed poll left the area's snapshot as it was: only the health part changed.
-            fresh = self.store.get(key).snapshot is not None and (ok or self.store.get(key).partial)
-            self.exposition.refresh("health", *((area,) if fresh else ()))
+            st = self.store.get(key)
+            fresh = st.snapshot is not None and (ok or st.partial)
+            self.exposition.refresh("health", API_PART, *((area,) if fresh else ()))
+            if st.settled:
+                self._served.add(key)  # ready means rendered: /metrics has this poll's data
         return ok
 
     def _save_state(self, key: Key) -> None:
@@ -167,8 +179,13 @@ class App:
             results = list(pool.map(self.poll, list(self.pollers)))  # every poll runs
         return all(results)
 
+    def pending(self) -> list[Key]:
+        """Areas /metrics does not serve an answer for yet (not polled successfully, or
+        polled but not rendered yet)."""
+        return [k for k, st in self.store.items() if not (st.settled and k in self._served)]
+
     def ready(self) -> bool:
-        return all(st.settled for _, st in self.store.items())
+        return not self.pending()
 
     def close(self) -> None:
         for client in self.clients.values():
@@ -267,7 +284,7 @@ class App:
                 continue
             # Each account renders into its own builder: a bug in the collector drops that
             # account's series of the area (and says so in the log), nothing else.
-            scratch = FamilyBuilder()
+            scratch = FamilyBuilder(out.pause)
             try:
                 self.pollers[key].collect(st.snapshot, scratch)
             except Exception:

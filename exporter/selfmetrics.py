@@ -121,17 +121,20 @@ def _counter(metric: MetricDef, registry: CollectorRegistry) -> Counter:
 
 
 class SelfMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = _counter(API_REQUESTS, registry)
+    def __init__(self, registry: CollectorRegistry, api: CollectorRegistry | None = None) -> None:
+        """``api``: where the Spacelift API traffic goes (it changes only while a poll runs,
+        so the app renders that registry with each poll instead of on every scrape)."""
+        api = api or registry
+        self.requests = _counter(API_REQUESTS, api)
         self.duration = Histogram(
             API_REQUEST_DURATION.name,
             API_REQUEST_DURATION.help,
             API_REQUEST_DURATION.labels,
             buckets=REQUEST_BUCKETS,
-            registry=registry,
+            registry=api,
         )
-        self.exchanges = _counter(TOKEN_EXCHANGES, registry)
-        self.rate_limited_total = _counter(RATE_LIMITED, registry)
+        self.exchanges = _counter(TOKEN_EXCHANGES, api)
+        self.rate_limited_total = _counter(RATE_LIMITED, api)
         self.state_file_writes = _counter(STATE_FILE_WRITES, registry)
         self.webhook_deliveries = _counter(WEBHOOK_DELIVERIES, registry)
         self.webhook_last = Gauge(

@@ -5,7 +5,6 @@ The server mechanics (connections, limits, TLS handshakes) are in ``exporter.htt
 
 from __future__ import annotations
 
-import gzip
 import html
 import logging
 import ssl
@@ -40,10 +39,10 @@ class Route:
 
 
 def metrics(app: App, request: Request) -> Response:
-    body, ctype = app.exposition.render(request.headers.get("accept"))
-    if accepts_gzip(request.headers.get("accept-encoding")):
-        return Response(200, gzip.compress(body, 1), ctype, [("Content-Encoding", "gzip")])
-    return Response(200, body, ctype)
+    # The pre-rendered parts as they are (no copy of the body), compressed once per change.
+    gz = accepts_gzip(request.headers.get("accept-encoding"))
+    chunks, ctype, encoding = app.exposition.body(request.headers.get("accept"), gz)
+    return Response(200, chunks, ctype, [("Content-Encoding", encoding)] if encoding else [])
 
 
 def healthz(app: App, request: Request) -> Response:
@@ -51,7 +50,7 @@ def healthz(app: App, request: Request) -> Response:
 
 
 def readyz(app: App, request: Request) -> Response:
-    pending = [f"{a}/{r}" for (a, r), st in app.store.items() if not st.settled]
+    pending = [f"{a}/{r}" for a, r in app.pending()]  # ready means rendered
     if pending:
         return plain(503, "waiting for a first successful poll of: " + ", ".join(pending))
     return plain(200, "ready")
