@@ -559,7 +559,44 @@ def rules() -> list[Group]:
             ),
         ],
     )
-    return [exporter, pools, runs, stacks, access]
+    # Webhooks (only accounts that receive them have spacelift_webhook_deliveries_total).
+    delivered = 'spacelift_webhook_deliveries_total{JOB, outcome=~"accepted|duplicate|stale"}'
+    bad_signature = 'spacelift_webhook_deliveries_total{JOB, outcome="bad_signature"}'
+    webhooks = Group(
+        "spacelift-webhooks",
+        [
+            Rule(
+                "SpaceliftWebhookSignaturesFailing",
+                f"{by_acct} (increase({bad_signature}[15m])) >= 3\n"
+                f"unless on ({TARGET}, account)\n"
+                f"{by_acct} (increase({delivered}[15m])) > 0",
+                "10m",
+                "warning",
+                "Spacelift webhook deliveries fail their signature check.",
+                "Account {{ $labels.account }}: {{ $value | humanize }} webhook deliveries in the "
+                "last 15 minutes had a missing or wrong X-Signature-256 and none passed. The "
+                "webhook's secret and the exporter's no longer match (a rotated secret); runs "
+                "are counted by polling only, and Spacelift disables a webhook after 10 "
+                "failures in a row.",
+                OVERVIEW,
+            ),
+            Rule(
+                "SpaceliftWebhookSilent",
+                f"{by_acct} (increase(spacelift_runs_finished_total{{JOB}}[1h])) > 0\n"
+                f"and on ({TARGET}, account)\n"
+                f"{by_acct} (increase({delivered}[1h])) == 0",
+                "15m",
+                "warning",
+                "Spacelift webhooks are silent while polling sees runs finish.",
+                "Account {{ $labels.account }}: {{ $value | humanize }} runs finished in the "
+                "last hour and no webhook delivery arrived. Spacelift may have disabled the "
+                "webhook (after 10 failed deliveries), or the notification policy no longer "
+                "routes run events to it; runs are counted by polling only.",
+                OVERVIEW,
+            ),
+        ],
+    )
+    return [exporter, pools, runs, stacks, access, webhooks]
 
 
 # -- rendering ---------------------------------------------------------------------------------

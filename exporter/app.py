@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -20,16 +21,24 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from exporter import health
 from exporter.areas import AREAS
 from exporter.areas.base import AreaContext, Poller
+from exporter.areas.run_ledger import ACCEPTED, QUEUED, WebhookObs
 from exporter.client import SpaceliftClient
 from exporter.config import Config
 from exporter.errors import PartialFailure, PartialPermissionDenied, SpaceliftError
-from exporter.exposition import Exposition
+from exporter.exposition import Exposition, Source
 from exporter.families import FamilyBuilder
 from exporter.selfmetrics import SelfMetrics
 from exporter.statefile import StateFile, section_key
 from exporter.store import Key, Store
 
 log = logging.getLogger(__name__)
+
+# A delivery waits this long for a poll to release the run ledger, then is queued; at most
+# this many wait in the queue (more: 503, Spacelift retries later).
+WEBHOOK_WAIT = 0.05
+MAX_WEBHOOK_INBOX = 50_000
+OVERLOADED = "overloaded"
+API_PART = "api traffic"  # the exposition part of the exporter's own Spacelift requests
 
 
 class App:
@@ -42,10 +51,13 @@ class App:
     ) -> None:
         self.config = config
         self.clock = clock
+        # Rendered per scrape: the process's CPU and memory, and anything counted outside polls.
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        self.self_metrics = SelfMetrics(self.registry)
+        # The API traffic changes only while a poll runs: it is rendered with the poll.
+        self.api_registry = CollectorRegistry()
+        self.self_metrics = SelfMetrics(self.registry, api=self.api_registry)
         self.clients: dict[str, SpaceliftClient] = {}
         self.pollers: dict[Key, Poller] = {}
         # --state.file: area state (the run ledger) restored here, saved after good polls.
@@ -72,12 +84,29 @@ class App:
                 )
                 self.pollers[(account.name, area)] = AREAS[area].create(ctx)
         self.store = Store(list(self.pollers))
-        parts: dict[str, Callable[[FamilyBuilder], None]] = {"health": self._collect_health}
+        # The parts that change at every poll come last: a gzip scrape's checksum is carried
+        # over the parts in order, and only what follows a changed part is read again.
+        parts: dict[str, Source] = {}
         for area in dict.fromkeys(area for _, area in self.pollers):
             parts[area] = partial(self._collect_area, area)
+        parts["health"] = self._collect_health
+        parts[API_PART] = self.api_registry
         self.exposition = Exposition(parts, self.registry)
         self._render_lock = threading.Lock()
+        self._served: set[Key] = set()  # areas whose settled state /metrics serves
         self.exposition.refresh()
+        # Webhook deliveries (exporter.webhooks) record into the runs pollers' ledgers; the
+        # snapshots they change are rebuilt by a flusher thread woken through this event.
+        self.webhook_wake = threading.Event()
+        self._webhook_dirty: set[Key] = set()
+        self._webhook_unsaved: set[Key] = set()
+        self._webhook_lock = threading.Lock()
+        # Deliveries that arrived while a poll held their ledger: recorded by the flusher
+        # (which may wait), so a delivery is answered at once whatever the poll is doing.
+        self._webhook_inbox: collections.deque[tuple[str, WebhookObs]] = collections.deque()
+        # Building a runs snapshot from the ledger and storing it happen together, so a poll's
+        # snapshot never replaces a newer one that holds a delivery recorded meanwhile.
+        self._snapshot_lock = threading.Lock()
 
     def interval(self, key: Key) -> float:
         account = next(a for a in self.config.accounts if a.name == key[0])
@@ -119,14 +148,19 @@ class App:
             ok = False
         else:
             duration = time.perf_counter() - started
-            self.store.success(key, snapshot, self.clock(), duration)
+            with self._snapshot_lock:
+                snapshot = self._with_deliveries(key, snapshot)
+                self.store.success(key, snapshot, self.clock(), duration)
             self._save_state(key)
             log.debug("poll ok", extra={"account": account, "area": area, "seconds": duration})
             ok = True
         with self._render_lock:
             # A failed poll left the area's snapshot as it was: only the health part changed.
-            fresh = self.store.get(key).snapshot is not None and (ok or self.store.get(key).partial)
-            self.exposition.refresh("health", *((area,) if fresh else ()))
+            st = self.store.get(key)
+            fresh = st.snapshot is not None and (ok or st.partial)
+            self.exposition.refresh("health", API_PART, *((area,) if fresh else ()))
+            if st.settled:
+                self._served.add(key)  # ready means rendered: /metrics has this poll's data
         return ok
 
     def _save_state(self, key: Key) -> None:
@@ -145,12 +179,89 @@ class App:
             results = list(pool.map(self.poll, list(self.pollers)))  # every poll runs
         return all(results)
 
+    def pending(self) -> list[Key]:
+        """Areas /metrics does not serve an answer for yet (not polled successfully, or
+        polled but not rendered yet)."""
+        return [k for k, st in self.store.items() if not (st.settled and k in self._served)]
+
     def ready(self) -> bool:
-        return all(st.settled for _, st in self.store.items())
+        return not self.pending()
 
     def close(self) -> None:
         for client in self.clients.values():
             client.close()
+
+    # -- webhook deliveries --------------------------------------------------------------
+
+    def observe_webhook(self, account: str, event: WebhookObs) -> str | None:
+        """Record a verified delivery in the account's run ledger; its outcome (QUEUED when
+        a poll holds the ledger: the flusher records and counts it), None when the account
+        has no runs area, OVERLOADED when too many wait already."""
+        key = (account, "runs")
+        observe = getattr(self.pollers.get(key), "observe_webhook", None)
+        if observe is None:
+            return None
+        outcome: str | None = observe(event, wait=WEBHOOK_WAIT)
+        if outcome is None:
+            with self._webhook_lock:
+                if len(self._webhook_inbox) >= MAX_WEBHOOK_INBOX:
+                    return OVERLOADED
+                self._webhook_inbox.append((account, event))
+            self.webhook_wake.set()
+            return QUEUED
+        if outcome == ACCEPTED:
+            self._webhook_changed(key)
+        return outcome
+
+    def _webhook_changed(self, key: Key) -> None:
+        with self._webhook_lock:
+            self._webhook_dirty.add(key)
+            self._webhook_unsaved.add(key)
+        self.webhook_wake.set()
+
+    def _record_queued_webhooks(self) -> None:
+        """Deliveries queued behind a poll: recorded now (waiting for the poll) and counted."""
+        while True:
+            with self._webhook_lock:
+                if not self._webhook_inbox:
+                    return
+                account, event = self._webhook_inbox.popleft()
+            key = (account, "runs")
+            outcome = self.pollers[key].observe_webhook(event)  # type: ignore[attr-defined]
+            self.self_metrics.webhook_delivery(account, outcome)
+            if outcome == ACCEPTED:
+                self._webhook_changed(key)
+
+    def flush_webhooks(self, save: bool = True) -> None:
+        """Serve what deliveries changed since the last flush; ``save``: write the state."""
+        self._record_queued_webhooks()
+        with self._webhook_lock:
+            dirty, self._webhook_dirty = self._webhook_dirty, set()
+            unsaved = self._webhook_unsaved if save else set()
+            if save:
+                self._webhook_unsaved = set()
+        fresh = []
+        for key in sorted(dirty):
+            with self._snapshot_lock:
+                if self.store.get(key).snapshot is None:
+                    continue  # before the first poll: that poll serves them
+                snapshot = self._with_deliveries(key, None)
+                if snapshot is not None:
+                    self.store.replace_snapshot(key, snapshot)
+                    fresh.append(key[1])
+        if fresh:
+            with self._render_lock:
+                self.exposition.refresh(*dict.fromkeys(fresh))
+        for key in sorted(unsaved):
+            self._save_state(key)
+
+    def _with_deliveries(self, key: Key, snapshot: object) -> object:
+        """With webhooks on, the area's snapshot as of now (deliveries included)."""
+        if not self.config.webhooks_enabled():
+            return snapshot
+        build = getattr(self.pollers[key], "webhook_snapshot", None)
+        fresh = build() if build is not None else None
+        return snapshot if fresh is None else fresh
 
     def _collect_health(self, out: FamilyBuilder) -> None:
         health.collect(self.store.items(), out, self.unavailable_fields())
@@ -173,7 +284,7 @@ class App:
                 continue
             # Each account renders into its own builder: a bug in the collector drops that
             # account's series of the area (and says so in the log), nothing else.
-            scratch = FamilyBuilder()
+            scratch = FamilyBuilder(out.pause)
             try:
                 self.pollers[key].collect(st.snapshot, scratch)
             except Exception:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import secrets
 import signal
 import sys
 import threading
@@ -72,6 +74,28 @@ def build_parser() -> argparse.ArgumentParser:
         dest="token_env_var",
         help="variable holding a pre-generated JWT, used as is "
         f"(default {config.DEFAULT_TOKEN_ENV})",
+    )
+    h = p.add_argument_group("Spacelift webhooks (run state changes pushed in real time)")
+    h.add_argument(
+        "--spacelift-webhook-secret-env-var",
+        dest="webhook_secret_env_var",
+        help="variable holding the secret of the Spacelift named webhook "
+        f"(default {config.DEFAULT_WEBHOOK_SECRET_ENV}; webhooks are received when it is set)",
+    )
+    h.add_argument(
+        "--spacelift-webhook-secret-file",
+        dest="webhook_secret_file",
+        type=Path,
+        help="file holding the webhook secret, re-read when it changes",
+    )
+    h.add_argument(
+        "--webhook.listen-address",
+        dest="webhook_listen_address",
+        help="serve the webhook on a listener of its own, e.g. :9955 (default: the metrics "
+        "listener); --web.config.file TLS applies to both",
+    )
+    h.add_argument(
+        "--webhook.path", dest="webhook_path", help=f"default {config.DEFAULT_WEBHOOK_PATH}"
     )
     e = p.add_argument_group(
         "EC2 ownership from CloudTrail exports in S3 (names as in Cartography's integration)"
@@ -274,8 +298,10 @@ def _failures(app: App) -> list[str]:
     ]
 
 
-def _run(cfg: config.Config, before_stop: Any = None, announce: Any = None) -> int:
-    from exporter import scheduler, web
+def _run(
+    cfg: config.Config, before_stop: Any = None, announce: Any = None, on_serving: Any = None
+) -> int:
+    from exporter import scheduler, web, webhooks
     from exporter.webconfig import WebAuth
 
     try:
@@ -288,11 +314,38 @@ def _run(cfg: config.Config, before_stop: Any = None, announce: Any = None) -> i
         signal.signal(sig, lambda *_: stop.set())
     app = App(cfg)
     host, port = config.parse_listen(cfg.listen_address, "web.listen_address")
+    hook, flusher = None, None
+    if cfg.webhooks_enabled():
+        receiver = webhooks.Receiver(cfg.accounts, app.observe_webhook, app.self_metrics)
+        hook = webhooks.Endpoint(cfg.webhook.path, receiver, cfg.webhook.max_body_bytes)
+        flusher = webhooks.Flusher(app.flush_webhooks, app.webhook_wake).start()
+    own = cfg.webhook.listen_address if hook is not None else None
     try:
-        server, _ = web.serve(app, host, port, auth)
+        server, _ = web.serve(app, host, port, auth, webhook=None if own else hook)
     except OSError as exc:
         log.error("cannot listen", extra={"address": cfg.listen_address, "error": exc.strerror})
         return 1
+    hook_address = server.server_address
+    if own is not None and hook is not None:
+        try:
+            whost, wport = config.parse_listen(own, "webhook.listen_address")
+            hook_address = web.listen_webhook(server, app, whost, wport, auth, hook)
+        except OSError as exc:
+            log.error("cannot listen", extra={"address": own, "error": exc.strerror})
+            server.shutdown()
+            server.server_close()
+            return 1
+    if hook is not None:
+        log.info(
+            "receiving Spacelift webhooks",
+            extra={
+                "path": hook.path,
+                "address": "{}:{}".format(*hook_address[:2]),
+                "accounts": ",".join(a.name for a in cfg.accounts if a.webhook_secret),
+            },
+        )
+    if on_serving is not None:
+        on_serving(hook_address[1], hook, auth.tls_enabled)
     sched = scheduler.start(app)
     log.info(
         "serving",
@@ -310,6 +363,8 @@ def _run(cfg: config.Config, before_stop: Any = None, announce: Any = None) -> i
     sched.shutdown(wait=False)
     server.shutdown()
     server.server_close()
+    if flusher is not None:
+        flusher.stop()  # serves and saves what the last deliveries recorded
     app.close()
     if before_stop:
         before_stop()
@@ -343,7 +398,30 @@ def _demo(overrides: config.Overrides) -> int:
         raise
     logsetup.setup(cfg.log_level, cfg.log_format)
     log.info("demo: built-in Spacelift simulator started", extra={"endpoint": sim.url})
-    return _run(cfg, before_stop=sim.stop, announce=partial(_demo_hint, sim.url))
+    senders: list[Any] = []
+
+    def send_webhooks(port: int, hook: Any, tls: bool) -> None:
+        """The simulator posts its run events, signed, to the demo's webhook."""
+        from exporter.simulator.webhooks import WebhookSender
+
+        account = cfg.accounts[0]
+        if hook is None or account.webhook_secret is None:
+            return
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}{hook.path}"
+        secret = account.webhook_secret.reveal().decode()
+        senders.append(
+            WebhookSender(sim.world, url, secret, account="demo", tick=1.0, verify=not tls).start()
+        )
+        log.info("demo: the simulator posts run events to the webhook", extra={"url": url})
+
+    def stop() -> None:
+        for sender in senders:
+            sender.stop()
+        sim.stop()
+
+    return _run(
+        cfg, before_stop=stop, announce=partial(_demo_hint, sim.url), on_serving=send_webhooks
+    )
 
 
 def demo_config(overrides: config.Overrides, raw: dict[str, Any], endpoint: str) -> config.Config:
@@ -366,6 +444,10 @@ def demo_config(overrides: config.Overrides, raw: dict[str, Any], endpoint: str)
         },
     )
     env = {"SPACELIFT_API_KEY_ID": DEMO_KEY_ID, "SPACELIFT_API_KEY_SECRET": DEMO_KEY_SECRET}
+    # The webhook secret as for `run` (a real Spacelift webhook pointed at the demo is then
+    # accepted); without one, a random one so the simulator's own deliveries show webhooks.
+    hook_var = overrides.webhook_secret_env_var or config.DEFAULT_WEBHOOK_SECRET_ENV
+    env[hook_var] = os.environ.get(hook_var) or secrets.token_hex(16)
     return config.load(overrides, env=env, raw=raw)
 
 

@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import random
 import re
 import threading
@@ -318,8 +319,9 @@ class SpaceliftClient:
         if len(jwt) > MAX_TOKEN_CHARS:
             raise MalformedResponseError(f"apiKeyUser answer with a {len(jwt)}-character token")
         lifetime = _lifetime(jwt, valid_until, result.server_time, self._clock())
-        if not 0 < lifetime <= MAX_TOKEN_LIFETIME:  # also NaN
+        if not math.isfinite(lifetime) or lifetime > MAX_TOKEN_LIFETIME:
             raise MalformedResponseError(f"apiKeyUser token valid for {lifetime:.0f}s")
+        # A lifetime of 0 or less (a replayed or odd answer): used for this request only.
         return jwt, self._clock() + lifetime
 
     def _invalidate(self, token: str) -> None:

@@ -30,6 +30,9 @@ DEFAULT_TOKEN_ENV = "SPACELIFT_API_TOKEN"
 PROMEX_ENDPOINT_ENV = "SPACELIFT_PROMEX_API_ENDPOINT"
 PROMEX_KEY_ID_ENV = "SPACELIFT_PROMEX_API_KEY_ID"
 PROMEX_KEY_SECRET_ENV = "SPACELIFT_PROMEX_API_KEY_SECRET"
+DEFAULT_WEBHOOK_SECRET_ENV = "SPACELIFT_WEBHOOK_SECRET"
+DEFAULT_WEBHOOK_PATH = "/webhooks/spacelift"
+DEFAULT_WEBHOOK_MAX_BODY = 1 << 20  # 1 MiB: a run event is about 1 KiB
 PROMEX_KEY_SECRET_FILE_ENV = "SPACELIFT_PROMEX_API_KEY_SECRET_FILE"
 PROMEX_LISTEN_ENV = "SPACELIFT_PROMEX_LISTEN_ADDRESS"
 PROMEX_SCRAPE_TIMEOUT_ENV = "SPACELIFT_PROMEX_SCRAPE_TIMEOUT"
@@ -62,6 +65,41 @@ class Credentials:
 
 
 @dataclass(frozen=True)
+class WebhookSecret:
+    """The secret of the account's Spacelift named webhook (HMAC key of X-Signature-256),
+    from a variable or a file; a file is re-read when it changes (a rotated secret)."""
+
+    value: Secret | None = None
+    file: Path | None = None
+    source: str = ""  # where it came from, for check-config (names, never values)
+
+    def reveal(self) -> bytes:
+        if self.file is None:
+            return (self.value or Secret("")).reveal().encode()
+        try:
+            stat = self.file.stat()
+            cached = _FILE_SECRETS.get(self.file)
+            if cached is None or cached[0] != (stat.st_mtime_ns, stat.st_size):
+                cached = ((stat.st_mtime_ns, stat.st_size), self.file.read_bytes().strip())
+                _FILE_SECRETS[self.file] = cached
+            return cached[1]
+        except OSError:
+            return b""  # unreadable now: every delivery fails its signature check (401)
+
+
+_FILE_SECRETS: dict[Path, tuple[tuple[int, int], bytes]] = {}
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """The receiver of Spacelift webhooks (run state changes pushed in real time)."""
+
+    path: str = DEFAULT_WEBHOOK_PATH
+    listen_address: str | None = None  # None: on the metrics listener
+    max_body_bytes: int = DEFAULT_WEBHOOK_MAX_BODY
+
+
+@dataclass(frozen=True)
 class AreaConfig:
     enabled: bool
     interval: float
@@ -74,6 +112,7 @@ class AccountConfig:
     endpoint: str
     credentials: Credentials
     areas: Mapping[str, AreaConfig]
+    webhook_secret: WebhookSecret | None = None  # None: webhooks not received for it
 
     def enabled_areas(self) -> list[str]:
         return [name for name, area in self.areas.items() if area.enabled]
@@ -100,6 +139,10 @@ class Config:
     log_format: str = "logfmt"
     state_file: Path | None = None
     web_config_file: Path | None = None
+    webhook: WebhookConfig = WebhookConfig()
+
+    def webhooks_enabled(self) -> bool:
+        return any(a.webhook_secret is not None for a in self.accounts)
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data, secrets replaced, for check-config."""
@@ -109,6 +152,7 @@ class Config:
                     "name": a.name,
                     "endpoint": a.endpoint,
                     "credentials": _describe_credentials(a.credentials),
+                    "webhook_secret": a.webhook_secret.source if a.webhook_secret else None,
                     "areas": {
                         name: {"enabled": ar.enabled, "interval": ar.interval, **ar.options}
                         for name, ar in a.areas.items()
@@ -124,6 +168,7 @@ class Config:
             },
             "log": {"level": self.log_level, "format": self.log_format},
             "state_file": str(self.state_file) if self.state_file else None,
+            "webhook": vars(self.webhook),
         }
 
 
@@ -158,6 +203,10 @@ class Overrides:
     log_level: str | None = None
     log_format: str | None = None
     state_file: Path | None = None
+    webhook_secret_env_var: str | None = None
+    webhook_secret_file: Path | None = None
+    webhook_listen_address: str | None = None
+    webhook_path: str | None = None
     # Spacelift's official exporter's flags (`serve`), mapped onto the settings above.
     api_key_id: str | None = None
     api_key_secret: Secret | None = None
@@ -174,7 +223,7 @@ class Overrides:
 
 # -- loading ---------------------------------------------------------------------------------
 
-TOP_KEYS = {"accounts", "areas", "http", "web", "log", "state_file"}
+TOP_KEYS = {"accounts", "areas", "http", "web", "log", "state_file", "webhook"}
 ACCOUNT_KEYS = {
     "name",
     "endpoint",
@@ -184,7 +233,10 @@ ACCOUNT_KEYS = {
     "api_key_secret_file",
     "api_token_env_var",
     "areas",
+    "webhook_secret_env_var",
+    "webhook_secret_file",
 }
+WEBHOOK_KEYS = {"path", "listen_address", "max_body_size"}
 HTTP_KEYS = {"timeout", "retries", "poll_timeout", "backoff_base", "backoff_max", "ca_cert_path"}
 LOG_LEVELS = ("debug", "info", "warn", "error")
 LOG_FORMATS = ("logfmt", "json")
@@ -258,7 +310,52 @@ def load(
     web_config = overrides.web_config_file
     if web_config is None and web.get("config_file"):
         web_config = Path(_str(web, "config_file", "web.", ""))
-    return Config(tuple(accounts), http, listen, path, level, fmt, state_file, web_config)
+    webhook = _webhook(_section(raw, "webhook", WEBHOOK_KEYS), overrides, path)
+    return Config(tuple(accounts), http, listen, path, level, fmt, state_file, web_config, webhook)
+
+
+def _webhook(raw: Mapping[str, Any], overrides: Overrides, telemetry_path: str) -> WebhookConfig:
+    path = overrides.webhook_path or _str(raw, "path", "webhook.", DEFAULT_WEBHOOK_PATH)
+    if not path.startswith("/") or path in ("/", "/healthz", "/health", "/readyz", telemetry_path):
+        raise ConfigError("webhook.path", f"must be a path of its own, got {path!r}")
+    listen = overrides.webhook_listen_address or _str(raw, "listen_address", "webhook.", "")
+    if listen:
+        parse_listen(listen, "webhook.listen_address")
+    size = raw.get("max_body_size", DEFAULT_WEBHOOK_MAX_BODY)
+    if not isinstance(size, int) or isinstance(size, bool) or not 1024 <= size <= 64 << 20:
+        raise ConfigError(
+            "webhook.max_body_size", f"must be bytes from 1024 to 64 MiB, got {size!r}"
+        )
+    return WebhookConfig(path, listen or None, size)
+
+
+def _webhook_secret(
+    item: Mapping[str, Any], key: str, overrides: Overrides, env: Mapping[str, str]
+) -> WebhookSecret | None:
+    """The account's webhook secret: a file (flag, then file key) or a variable (flag, file
+    key, SPACELIFT_WEBHOOK_SECRET by default); None when neither is set."""
+    p = key + "."
+    file_raw = overrides.webhook_secret_file or item.get("webhook_secret_file")
+    if file_raw:
+        path = Path(str(file_raw))
+        if not path.is_file():
+            raise ConfigError(f"{p}webhook_secret_file", f"{path} is not a readable file")
+        return WebhookSecret(file=path, source=f"file {path}")
+    var = overrides.webhook_secret_env_var or _str(
+        item, "webhook_secret_env_var", p, DEFAULT_WEBHOOK_SECRET_ENV
+    )
+    if not _ENV_NAME.fullmatch(var):
+        raise ConfigError(
+            f"{p}webhook_secret_env_var",
+            "must be the name of an environment variable (letters, digits, _), "
+            "not its value; the value given is not shown",
+        )
+    value = env.get(var)
+    if not value:
+        if overrides.webhook_secret_env_var or item.get("webhook_secret_env_var"):
+            raise ConfigError(f"{p}webhook_secret_env_var", f"${var} is empty or not set")
+        return None
+    return WebhookSecret(value=Secret(value), source=f"${var}")
 
 
 def read_file(path: Path) -> dict[str, Any]:
@@ -322,7 +419,8 @@ def _account(
         raise ConfigError(f"{key}.name", f"must be a simple identifier, got {name!r}")
     creds = _credentials(item, key, overrides, env)
     areas = _area_table(item.get("areas"), f"{key}.areas", area_defaults)
-    return AccountConfig(name, endpoint, creds, areas)
+    webhook_secret = _webhook_secret(item, key, overrides, env)
+    return AccountConfig(name, endpoint, creds, areas, webhook_secret)
 
 
 def _credentials(

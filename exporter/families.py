@@ -9,7 +9,7 @@ nothing of the exporter, so the flow reads one way: definitions -> areas -> app.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -61,48 +61,83 @@ class HistogramValue:
     sum: float
 
 
+PAUSE_EVERY = 1000  # samples: about a millisecond of collecting or writing
+
+
 class FamilyBuilder:
     """Collects samples of many areas and accounts into one family per metric name.
 
     Several accounts emit the same metric; Prometheus wants each family once, so samples are
-    grouped here by definition and turned into prometheus_client families at the end.
+    grouped here by definition; ``exporter.textformat`` writes them out.
     """
 
-    def __init__(self) -> None:
-        self._samples: dict[MetricDef, list[tuple[tuple[str, ...], Any]]] = {}
+    def __init__(self, pause: Callable[[], None] | None = None) -> None:
+        """``pause``: called every ``PAUSE_EVERY`` samples added (the exposition lets
+        scrapes take the GIL there)."""
+        # Keyed by the definition's identity: hashing a MetricDef (a tuple of every field)
+        # for each of 60,000 samples cost more than the rest of add(). Equal definitions
+        # added through different objects are merged in grouped().
+        self._samples: dict[int, tuple[MetricDef, list[tuple[tuple[str, ...], Any]]]] = {}
+        self.pause = pause
+        self._countdown = PAUSE_EVERY
 
     def add(self, metric: MetricDef, labels: Sequence[str], value: float | HistogramValue) -> None:
         if len(labels) != len(metric.labels):
             raise ValueError(f"{metric.name}: expected labels {metric.labels}, got {labels}")
-        self._samples.setdefault(metric, []).append((tuple(labels), value))
+        if self.pause is not None:
+            self._countdown -= 1
+            if not self._countdown:
+                self._countdown = PAUSE_EVERY
+                self.pause()
+        entry = self._samples.get(id(metric))
+        if entry is None:
+            entry = self._samples[id(metric)] = (metric, [])
+        entry[1].append((tuple(labels), value))
 
     def declare(self, metric: MetricDef) -> None:
         """Emit the family even with no samples (HELP/TYPE only), so it is discoverable."""
-        self._samples.setdefault(metric, [])
+        if id(metric) not in self._samples:
+            self._samples[id(metric)] = (metric, [])
 
     def extend(self, other: FamilyBuilder) -> None:
-        for metric, samples in other._samples.items():
-            self._samples.setdefault(metric, []).extend(samples)
+        for key, (metric, samples) in other._samples.items():
+            if key in self._samples:
+                self._samples[key][1].extend(samples)
+            else:
+                self._samples[key] = (metric, list(samples))
 
-    def families(self) -> Iterator[Metric]:
-        # Definitions sharing a name (an option that adds labels, set differently per
-        # account) become one family over the union of their labels; a label a sample
-        # lacks is empty, which Prometheus reads as absent.
+    def grouped(self) -> Iterator[tuple[MetricDef, list[tuple[tuple[str, ...], Any]]]]:
+        """Each family once: its definition and its (label values, value) samples, in order.
+
+        Definitions sharing a name (an option that adds labels, set differently per account)
+        become one family over the union of their labels; a label a sample lacks is empty,
+        which Prometheus reads as absent.
+        """
+        by_def: dict[MetricDef, list[tuple[tuple[str, ...], Any]]] = {}
+        for metric, samples in self._samples.values():
+            if metric in by_def:
+                by_def[metric] = by_def[metric] + samples
+            else:
+                by_def[metric] = samples
         by_name: dict[str, list[MetricDef]] = {}
-        for metric in self._samples:
+        for metric in by_def:
             by_name.setdefault(metric.name, []).append(metric)
         for defs in by_name.values():
             if len(defs) == 1:
-                yield _family(defs[0], self._samples[defs[0]])
+                yield defs[0], by_def[defs[0]]
                 continue
             labels = tuple(dict.fromkeys(label for d in defs for label in d.labels))
-            merged = replace(defs[0], labels=labels)
             samples = []
             for d in defs:
-                for values, value in self._samples[d]:
+                for values, value in by_def[d]:
                     given = dict(zip(d.labels, values, strict=True))
                     samples.append((tuple(given.get(label, "") for label in labels), value))
-            yield _family(merged, samples)
+            yield replace(defs[0], labels=labels), samples
+
+    def families(self) -> Iterator[Metric]:
+        """The families as prometheus_client objects (what ``exporter.textformat`` must match)."""
+        for metric, samples in self.grouped():
+            yield _family(metric, samples)
 
 
 def _family(metric: MetricDef, samples: Iterable[tuple[tuple[str, ...], Any]]) -> Metric:
@@ -118,12 +153,13 @@ def _family(metric: MetricDef, samples: Iterable[tuple[tuple[str, ...], Any]]) -
             c.add_metric(list(values), float(value))
         return c
     h = HistogramMetricFamily(metric.name, metric.help, labels=labels)
-    bounds = [*(_fmt_bound(b) for b in metric.buckets), "+Inf"]
+    bounds = [*(bucket_bound(b) for b in metric.buckets), "+Inf"]
     for values, value in samples:
         buckets = list(zip(bounds, value.cumulative, strict=True))
         h.add_metric(list(values), buckets, value.sum)
     return h
 
 
-def _fmt_bound(bound: float) -> str:
+def bucket_bound(bound: float) -> str:
+    """The ``le`` label of a bucket."""
     return "+Inf" if math.isinf(bound) else repr(float(bound))

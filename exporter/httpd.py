@@ -130,6 +130,9 @@ class _Listener:
     handler: Handler
     body_limit: BodyLimit
     tls: Callable[[], ssl.SSLContext | None] | None  # None: plain HTTP; else the current context
+    # Told (path, status) of a request cut short before its route saw it: 413 (body over the
+    # limit), 408 (body too slow), 400 (the client hung up mid-body). Webhooks count these.
+    refused: Callable[[str, int], None] | None = None
 
 
 @dataclass(eq=False)
@@ -180,6 +183,7 @@ class Server:
         handler: Handler,
         body_limit: BodyLimit = lambda method, path: 64 * 1024,
         tls: Callable[[], ssl.SSLContext | None] | None = None,
+        refused: Callable[[str, int], None] | None = None,
     ) -> tuple[str, int]:
         """Add a listener (before or after ``start``); returns the bound address."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -192,7 +196,7 @@ class Server:
             sock.close()
             raise
         sock.setblocking(False)
-        listener = _Listener(sock, handler, body_limit, tls)
+        listener = _Listener(sock, handler, body_limit, tls, refused)
         self._listeners.append(listener)
         self._call_soon(lambda: self._sel.register(sock, selectors.EVENT_READ, listener))
         address: tuple[str, int] = sock.getsockname()[:2]
@@ -353,9 +357,20 @@ class Server:
     def _expire(self, now: float) -> None:
         for conn in [c for c in self._conns.values() if c.deadline < now and c.state != "busy"]:
             if conn.started and conn.state == "read":
+                self._cut_short(conn, 408)
                 self._refuse_request(conn, 408, "request not received in time")
             else:
                 self._close(conn)
+
+    def _cut_short(self, conn: _Conn, status: int) -> None:
+        """Tell the listener a request whose head was read never reached its route."""
+        refused = conn.listener.refused
+        if refused is None or conn.head is None:
+            return
+        try:
+            refused(conn.head[1], status)
+        except Exception:
+            log.exception("refused-request callback failed")
 
     def _refuse_request(self, conn: _Conn, status: int, message: str) -> None:
         """Answer from the I/O thread (a short answer fits any socket buffer), then close."""
@@ -457,6 +472,7 @@ class Server:
                 if not data:  # the client is done sending: answer what is complete, then close
                     self._advance(conn)
                     if conn.state != "busy":
+                        self._cut_short(conn, 400)
                         self._close(conn)
                     return
                 if not conn.started:
@@ -498,6 +514,8 @@ class Server:
                 limit = conn.listener.body_limit(method, path)
                 if length > limit:
                     # Refused unread; the connection must close since the body is not consumed.
+                    conn.head = (method, path, query, headers, False)
+                    self._cut_short(conn, 413)
                     raise BadRequest(413, f"request body larger than {limit} bytes")
                 if length and not self._reserve(conn, length):
                     raise BadRequest(503, "too many request bodies in progress: retry shortly")

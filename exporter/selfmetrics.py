@@ -7,7 +7,7 @@ Poll health (``spacelift_up``, ``spacelift_poll_*``) is derived from the snapsho
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from exporter.families import MetricDef
 
@@ -49,6 +49,43 @@ STATE_FILE_WRITES = MetricDef(
     ("outcome",),
 )
 
+# Webhooks: what each delivery did. accepted/duplicate/stale passed the signature check; the
+# others were refused with a 4xx (account "" when the delivery names no configured account).
+WEBHOOK_OUTCOMES = (
+    "accepted",
+    "duplicate",
+    "stale",
+    "bad_signature",
+    "malformed",
+    "too_large",
+    "unknown_account",
+    "overloaded",
+)
+# From a run's state change to its delivery: Spacelift sends within seconds; retries after a
+# 5xx come minutes later.
+WEBHOOK_DELAY_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+WEBHOOK_DELIVERIES = MetricDef(
+    "spacelift_webhook_deliveries",
+    "counter",
+    "Spacelift webhook deliveries received, by outcome: accepted (recorded), duplicate (seen "
+    "already), stale (older than what is known), bad_signature, malformed, too_large, "
+    "unknown_account (refused, nothing recorded), overloaded (503: too many deliveries "
+    "waiting for a poll to finish; Spacelift retries).",
+    ("account", "outcome"),
+)
+WEBHOOK_LAST_DELIVERY = MetricDef(
+    "spacelift_webhook_last_delivery_timestamp_seconds",
+    "gauge",
+    "When the last correctly signed webhook delivery of the account arrived.",
+    ("account",),
+)
+WEBHOOK_DELAY = MetricDef(
+    "spacelift_webhook_delivery_delay_seconds",
+    "histogram",
+    "Time from a run's state change (the delivery's timestamp) to the delivery's arrival.",
+    ("account",),
+    WEBHOOK_DELAY_BUCKETS,
+)
 # Only with --web.config.file (exporter.webconfig.ReloadCollector), as Prometheus' own
 # prometheus_config_last_reload_successful and _success_timestamp_seconds.
 WEB_CONFIG_RELOAD = MetricDef(
@@ -71,6 +108,9 @@ METRICS = (
     TOKEN_EXCHANGES,
     RATE_LIMITED,
     STATE_FILE_WRITES,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_LAST_DELIVERY,
+    WEBHOOK_DELAY,
     WEB_CONFIG_RELOAD,
     WEB_CONFIG_RELOAD_TIME,
 )
@@ -81,18 +121,35 @@ def _counter(metric: MetricDef, registry: CollectorRegistry) -> Counter:
 
 
 class SelfMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = _counter(API_REQUESTS, registry)
+    def __init__(self, registry: CollectorRegistry, api: CollectorRegistry | None = None) -> None:
+        """``api``: where the Spacelift API traffic goes (it changes only while a poll runs,
+        so the app renders that registry with each poll instead of on every scrape)."""
+        api = api or registry
+        self.requests = _counter(API_REQUESTS, api)
         self.duration = Histogram(
             API_REQUEST_DURATION.name,
             API_REQUEST_DURATION.help,
             API_REQUEST_DURATION.labels,
             buckets=REQUEST_BUCKETS,
+            registry=api,
+        )
+        self.exchanges = _counter(TOKEN_EXCHANGES, api)
+        self.rate_limited_total = _counter(RATE_LIMITED, api)
+        self.state_file_writes = _counter(STATE_FILE_WRITES, registry)
+        self.webhook_deliveries = _counter(WEBHOOK_DELIVERIES, registry)
+        self.webhook_last = Gauge(
+            WEBHOOK_LAST_DELIVERY.name,
+            WEBHOOK_LAST_DELIVERY.help,
+            WEBHOOK_LAST_DELIVERY.labels,
             registry=registry,
         )
-        self.exchanges = _counter(TOKEN_EXCHANGES, registry)
-        self.rate_limited_total = _counter(RATE_LIMITED, registry)
-        self.state_file_writes = _counter(STATE_FILE_WRITES, registry)
+        self.webhook_delay = Histogram(
+            WEBHOOK_DELAY.name,
+            WEBHOOK_DELAY.help,
+            WEBHOOK_DELAY.labels,
+            buckets=WEBHOOK_DELAY_BUCKETS,
+            registry=registry,
+        )
 
     def request(self, account: str, operation: str, outcome: str, seconds: float) -> None:
         self.requests.labels(account, operation, outcome).inc()
@@ -117,3 +174,26 @@ class SelfMetrics:
         for outcome in ("success", "failure", "error"):
             self.exchanges.labels(account, outcome)
         self.rate_limited_total.labels(account)
+
+    def webhook_delivery(
+        self,
+        account: str,
+        outcome: str | None,
+        at: float | None = None,
+        delay: float | None = None,
+    ) -> None:
+        """One delivery (``outcome`` None: counted later); ``at`` and ``delay`` only for
+        correctly signed ones."""
+        if outcome is not None:
+            self.webhook_deliveries.labels(account, outcome).inc()
+        if at is not None:
+            self.webhook_last.labels(account).set(at)
+        if delay is not None:
+            self.webhook_delay.labels(account).observe(max(0.0, delay))
+
+    def init_webhooks(self, accounts: list[str]) -> None:
+        """Every outcome at 0 for each account receiving webhooks (with several, also "" for
+        deliveries that cannot be told apart), so increase() sees the first of each."""
+        for account in [*accounts, ""] if len(accounts) > 1 else accounts:
+            for outcome in WEBHOOK_OUTCOMES:
+                self.webhook_deliveries.labels(account, outcome)

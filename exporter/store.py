@@ -70,6 +70,11 @@ class Store:
         """The last good snapshot and ``last_success`` stay as they were."""
         self._record(key, False, duration, error=error, error_kind=kind)
 
+    def replace_snapshot(self, key: Key, snapshot: Any) -> None:
+        """A newer snapshot between polls (webhook deliveries); the poll record stays."""
+        with self._lock:
+            self._areas[key] = replace(self._areas[key], snapshot=snapshot)
+
     def _record(self, key: Key, ok: bool, duration: float, **changes: Any) -> None:
         with self._lock:  # one swap of the whole state: readers never see half of it
             old = self._areas[key]

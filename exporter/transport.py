@@ -5,12 +5,15 @@ httpx's timeouts bound each socket operation, not a request: a server that sends
 byte a second, drips its body or streams chunks forever keeps a request alive indefinitely.
 ``RequestDeadlines`` wraps httpcore's network backend so that every connect, read and write
 waits at most until the calling thread's request deadline, and so that ``abort()`` can wake
-reads blocked on a socket when the process shuts down.
+reads blocked on a socket when the process shuts down. Name resolution, which no socket
+timeout bounds (``getaddrinfo`` waits as long as the system resolver does), runs in a daemon
+thread that the request waits for only until its deadline.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import re
 import socket
@@ -147,9 +150,47 @@ class _Backend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        timeout = self._deadlines.timeout(timeout, httpcore.ConnectTimeout)
-        stream = self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        return self._deadlines.track(_Stream(stream, self._deadlines))
+        last: Exception | None = None
+        for address in self._resolve(host, port, timeout):
+            left = self._deadlines.timeout(timeout, httpcore.ConnectTimeout)
+            try:
+                stream = self._inner.connect_tcp(address, port, left, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc  # the next address, as socket.create_connection would
+                continue
+            return self._deadlines.track(_Stream(stream, self._deadlines))
+        assert last is not None
+        raise last
+
+    def _resolve(self, host: str, port: int, timeout: float | None) -> list[str]:
+        """The addresses of ``host``, waited for until the deadline only (TLS still checks
+        the name: httpcore passes it to start_tls separately)."""
+        try:
+            ipaddress.ip_address(host.split("%")[0])
+            return [host]
+        except ValueError:
+            pass
+        answer: list[Any] = []
+        done = threading.Event()
+
+        def resolve() -> None:
+            try:
+                answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+            except Exception as exc:  # gaierror, and UnicodeError for a name IDNA refuses
+                answer.append(exc)
+            done.set()
+
+        threading.Thread(target=resolve, name=f"resolve {host}", daemon=True).start()
+        end = None if timeout is None else time.monotonic() + timeout
+        while not done.is_set():
+            # Short waits, so that abort() (the process stopping) is noticed too.
+            left = self._deadlines.timeout(timeout, httpcore.ConnectTimeout)
+            if end is not None and time.monotonic() >= end:
+                raise httpcore.ConnectTimeout(f"resolving {host} timed out")
+            done.wait(0.1 if left is None else min(0.1, left))
+        if isinstance(answer[0], Exception):
+            raise httpcore.ConnectError(str(answer[0]))
+        return list(dict.fromkeys(str(info[4][0]) for info in answer[0]))
 
     def connect_unix_socket(
         self,

@@ -5,7 +5,6 @@ The server mechanics (connections, limits, TLS handshakes) are in ``exporter.htt
 
 from __future__ import annotations
 
-import gzip
 import html
 import logging
 import ssl
@@ -19,6 +18,7 @@ from exporter.app import App
 from exporter.areas.fields import remedy
 from exporter.httpd import Limits, Request, Response, Server, plain
 from exporter.webconfig import ReloadCollector, WebAuth
+from exporter.webhooks import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,14 @@ class Route:
     fn: Callable[[App, Request], Response]
     methods: tuple[str, ...] = ("GET", "HEAD")
     max_body: int = 0  # a larger request body is refused with 413 before it is read
+    public: bool = False  # no basic auth: the route authenticates requests itself
 
 
 def metrics(app: App, request: Request) -> Response:
-    body, ctype = app.exposition.render(request.headers.get("accept"))
-    if accepts_gzip(request.headers.get("accept-encoding")):
-        return Response(200, gzip.compress(body, 1), ctype, [("Content-Encoding", "gzip")])
-    return Response(200, body, ctype)
+    # The pre-rendered parts as they are (no copy of the body), compressed once per change.
+    gz = accepts_gzip(request.headers.get("accept-encoding"))
+    chunks, ctype, encoding = app.exposition.body(request.headers.get("accept"), gz)
+    return Response(200, chunks, ctype, [("Content-Encoding", encoding)] if encoding else [])
 
 
 def healthz(app: App, request: Request) -> Response:
@@ -49,7 +50,7 @@ def healthz(app: App, request: Request) -> Response:
 
 
 def readyz(app: App, request: Request) -> Response:
-    pending = [f"{a}/{r}" for (a, r), st in app.store.items() if not st.settled]
+    pending = [f"{a}/{r}" for a, r in app.pending()]  # ready means rendered
     if pending:
         return plain(503, "waiting for a first successful poll of: " + ", ".join(pending))
     return plain(200, "ready")
@@ -67,6 +68,17 @@ def routes(app: App) -> dict[str, Route]:
         "/readyz": Route(readyz),
         "/": Route(landing),
     }
+
+
+def webhook_route(hook: Endpoint) -> Route:
+    """Spacelift's deliveries: POST only, the body limit from the config, and no basic auth
+    (Spacelift cannot send it; the X-Signature-256 check is the authentication)."""
+
+    def deliver(app: App, request: Request) -> Response:
+        answer = hook.receiver.handle(request.body, request.headers)
+        return Response(answer.status, answer.body(), "application/json")
+
+    return Route(deliver, ("POST",), hook.max_body_bytes, public=True)
 
 
 class Web:
@@ -94,8 +106,10 @@ class Web:
             return plain(404, "not found")
         if request.method not in route.methods:
             return plain(405, "method not allowed", headers=[("Allow", ", ".join(route.methods))])
-        if request.path not in OPEN_PATHS and not auth.allowed(
-            request.headers.get("authorization")
+        if (
+            request.path not in OPEN_PATHS
+            and not route.public
+            and not auth.allowed(request.headers.get("authorization"))
         ):
             realm = 'Basic realm="spacelift-exporter"'
             return plain(401, "unauthorized", headers=[("WWW-Authenticate", realm)])
@@ -103,18 +117,53 @@ class Web:
 
 
 def serve(
-    app: App, host: str, port: int, auth: WebAuth | None = None, limits: Limits | None = None
+    app: App,
+    host: str,
+    port: int,
+    auth: WebAuth | None = None,
+    limits: Limits | None = None,
+    webhook: Endpoint | None = None,
 ) -> tuple[Server, threading.Thread]:
-    """Serve the exporter's routes on host:port. Another listener (say for webhooks) is one
-    more ``server.listen(...)`` with its own routes, and the same TLS and limits."""
+    """Serve the exporter's routes on host:port (with ``webhook``, its route too). Another
+    listener (say for webhooks) is one more ``server.listen(...)`` with its own routes, and
+    the same TLS and limits: ``listen_webhook``."""
     auth = auth or WebAuth(None)
     if auth.path is not None:
         app.registry.register(ReloadCollector(auth))
-    web = Web(app, auth, routes(app))
+    table = routes(app)
+    if webhook is not None:
+        table[webhook.path] = webhook_route(webhook)
+    web = Web(app, auth, table)
     server = Server(limits)
-    server.listen(host, port, web.handle, web.body_limit, tls_of(auth))
+    server.listen(host, port, web.handle, web.body_limit, tls_of(auth), _refused(webhook))
     server.start()
     return server, server.io_thread
+
+
+def listen_webhook(
+    server: Server, app: App, host: str, port: int, auth: WebAuth, webhook: Endpoint
+) -> tuple[str, int]:
+    """The webhook on a listener of its own (it faces the internet; /metrics need not): that
+    path only, everything else 404. Returns the bound address."""
+    web = Web(app, auth, {webhook.path: webhook_route(webhook)})
+    return server.listen(host, port, web.handle, web.body_limit, tls_of(auth), _refused(webhook))
+
+
+def _refused(webhook: Endpoint | None) -> Callable[[str, int], None] | None:
+    """Count the deliveries the server cuts short before the route sees them: a body over
+    the limit (413, unread), or one that never arrives whole (truncated, or too slow)."""
+    if webhook is None:
+        return None
+
+    def refused(path: str, status: int) -> None:
+        if path != webhook.path:
+            return
+        if status == 413:
+            webhook.receiver.refuse_body("too_large", f"over {webhook.max_body_bytes} bytes")
+        else:
+            webhook.receiver.refuse_body("malformed", "body incomplete (truncated or too slow)")
+
+    return refused
 
 
 def tls_of(auth: WebAuth) -> Callable[[], ssl.SSLContext | None] | None:

@@ -248,6 +248,7 @@ def test_alerts_follow_the_conventions() -> None:
         "spacelift-runs",
         "spacelift-stacks",
         "spacelift-access",
+        "spacelift-webhooks",
     ]
     for r in rules():
         name = r["alert"]

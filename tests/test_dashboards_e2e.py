@@ -24,6 +24,7 @@ import pytest
 
 from exporter.areas import AREAS
 from exporter.simulator import SimClock, Simulator, World, WorldConfig
+from exporter.simulator.webhooks import WebhookSender
 from tests.support import dashboard_lint as dl
 from tests.support.processes import ExporterProcess, PrometheusProcess
 from tests.support.s3server import MotoS3
@@ -57,6 +58,7 @@ NO_DATA_EXPECTED: dict[tuple[str, str], str] = {
 # the stacks, runs and access areas are merged.
 PENDING_PANELS: dict[tuple[str, str], str] = {}
 
+WEBHOOK_SECRET = "dashboards-webhook-secret"
 SPEEDUP = 60.0  # simulated seconds per real second
 DAY = 86400
 
@@ -169,8 +171,14 @@ def stack() -> Iterator[Stack]:
             # time); with a state file, as a production exporter has one (its write counters
             # show)
             ExporterProcess(
-                sim.url, {"areas": areas, "state_file": "state.json"}, env=aws_env
+                sim.url,
+                {"areas": areas, "state_file": "state.json"},
+                env={**aws_env, "SPACELIFT_WEBHOOK_SECRET": WEBHOOK_SECRET},
             ) as exporter,
+            # the simulator's named webhook posts every run state change to the exporter
+            WebhookSender(
+                world, exporter.url + "/webhooks/spacelift", WEBHOOK_SECRET, account=ACCOUNT
+            ),
             PrometheusProcess([exporter.url.removeprefix("http://")], job=JOB) as prom,
         ):
             prom.wait_for(f'spacelift_up{{job="{JOB}", account="{ACCOUNT}"}} == 1')

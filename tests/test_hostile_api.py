@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -70,11 +71,14 @@ def config(url: str, area: str = "worker_pools") -> Config:
 
 
 def poll(
-    endpoint: Hostile, behaviour: hostile.Behaviour, area: str = "worker_pools"
+    endpoint: Hostile,
+    behaviour: hostile.Behaviour,
+    area: str = "worker_pools",
+    url: str | None = None,
 ) -> tuple[App, AreaState, str]:
     """One poll of ``area`` against ``behaviour``; fails if it outlives its budget."""
     endpoint.behave(behaviour)
-    app = App(config(endpoint.url, area))
+    app = App(config(url or endpoint.url, area))
     key = ("hostile", area)
     worker = threading.Thread(target=app.poll, args=(key,), daemon=True)
     started = time.monotonic()
@@ -226,7 +230,6 @@ def test_a_signal_ends_the_process_within_seconds(
     )
     try:
         until(lambda: endpoint.requests > seen, timeout=30, what="the exporter's first request")
-        time.sleep(0.3)  # let it settle into the pause or the read (nothing to await there)
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=5)
     finally:
@@ -328,3 +331,24 @@ def test_a_log_line_stays_one_bounded_line_whatever_it_carries(fmt: str) -> None
     line = formatter.format(record)
     assert "\n" not in line and "\r" not in line
     assert len(line) < 2 * logsetup.MAX_FIELD
+
+
+def test_a_resolver_that_never_answers_ends_by_the_budget(
+    endpoint: Hostile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No loopback server can make the system resolver hang: this one stand-in replaces it.
+    real = socket.getaddrinfo
+    release = threading.Event()
+
+    def stuck(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "stuck-resolver.test":
+            release.wait(30)
+        return real("127.0.0.1", *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", stuck)
+    try:
+        url = endpoint.url.replace("127.0.0.1", "stuck-resolver.test")
+        _, state, _ = poll(endpoint, hostile.answer({"data": {}}), url=url)
+    finally:
+        release.set()
+    assert state.error_kind in ("unreachable", "timeout"), state.error

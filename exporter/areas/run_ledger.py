@@ -25,6 +25,11 @@ those pieces into one consistent picture and owns the counting rules:
 
 Everything here is pure: the poller gathers observations (I/O), then calls ``apply`` once
 with all of them; a poll that fails half-way leaves the ledger untouched.
+
+Webhook deliveries (``exporter.webhooks``) feed the same ledger through ``observe``, one run
+state change at a time, so a run is counted once whichever source sees it end first: a
+terminal delivery counts the run and records it in ``done`` (where polls find it handled); a
+later poll, or a replayed or older delivery, changes nothing.
 """
 
 from __future__ import annotations
@@ -244,6 +249,70 @@ class Want:
 
 WANT_FIELD = {RUNS: "runs", PROPOSED: "proposed", TASKS: "tasks"}
 
+
+@dataclass(frozen=True)
+class WebhookObs:
+    """One run state change as a Spacelift webhook delivers it (``exporter.webhooks`` parses
+    the payload). ``state_version`` is the state's ordinal in the run's life (Spacelift's docs:
+    "can be used to ensure that notifications that may be sent or received out-of-order are
+    correctly processed"); ``timestamp`` is when the run entered ``state``."""
+
+    run_id: str
+    stack_id: str
+    run_type: str
+    state: str
+    state_version: int
+    timestamp: float
+    created_at: float
+    commit_ts: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def run(self, history: tuple[tuple[str, float], ...] = ()) -> RunObs:
+        """The run as a poll would have read it (with whatever history is known)."""
+        hist = (
+            history
+            if (self.state, self.timestamp) in history
+            else (*history, (self.state, self.timestamp))
+        )
+        return RunObs(
+            id=self.run_id,
+            stack_id=self.stack_id,
+            type=self.run_type,
+            state=self.state,
+            created_at=self.created_at,
+            updated_at=self.timestamp,
+            commit_ts=self.commit_ts,
+            history=hist,
+        )
+
+    def to_json(self) -> list[Any]:
+        return [
+            self.run_id, self.stack_id, self.run_type, self.state, self.state_version,
+            self.timestamp, self.created_at, self.commit_ts,
+        ]  # fmt: skip
+
+    @staticmethod
+    def from_json(raw: Any) -> WebhookObs:
+        rid, sid, rtype, state, version, ts, created, commit = raw
+        return WebhookObs(
+            str(rid), str(sid), str(rtype), str(state), int(version), float(ts), float(created),
+            None if commit is None else float(commit),
+        )  # fmt: skip
+
+
+# What a delivery did to the ledger (the ``outcome`` of spacelift_webhook_deliveries_total).
+ACCEPTED, DUPLICATE, STALE = "accepted", "duplicate", "stale"
+# Not recorded yet: a poll holds the ledger; recorded (and counted) right after it.
+QUEUED = "queued"
+# Deliveries for stacks the ledger does not know yet (a stack created since the last listing,
+# or one the API key cannot read) wait here for a poll to list their stack: the space label
+# comes from the listing. Bounded: the oldest goes first (polling still counts those runs).
+MAX_PENDING = 5000
+PENDING_TTL = 86400.0
+
 LIKELY_OUTCOMES = ("FINISHED", "FAILED")
 # Only runs that change infrastructure get those 0-valued series ahead of their first finish
 # (the alerts on failed runs watch them); proposed runs and tasks would double the series.
@@ -269,6 +338,10 @@ class Ledger:
     queue_wait: dict[tuple[str, str], Hist] = field(default_factory=dict)
     lead_time: dict[str, Hist] = field(default_factory=dict)
     sweep_cursor: str = ""
+    # Webhooks: the highest stateVersion delivered per active run, and deliveries parked
+    # until a poll lists their stack ((delivery, arrival time) by run id).
+    webhook_versions: dict[str, int] = field(default_factory=dict)
+    pending: dict[str, tuple[WebhookObs, float]] = field(default_factory=dict)
     changed: bool = True  # something worth persisting happened since the last export
     # The sweep cursor ``plan`` would move to; committed by ``apply`` (a failed poll skips none).
     planned_cursor: str | None = field(default=None, repr=False, compare=False)
@@ -482,6 +555,7 @@ class Ledger:
             if vmark is None:
                 continue
             self._apply_view(view, vmark.space, now, in_queue)
+        self._after_poll_webhooks(now)
 
     def _apply_view(self, view: ListView, space: str, now: float, in_queue: set[str]) -> None:
         key = (view.stack_id, view.kind)
@@ -519,6 +593,7 @@ class Ledger:
                     and oldest <= o.created_at <= newest
                     and rid not in seen
                     and rid not in in_queue
+                    and a.seen_at <= now  # not a delivery since the poll began (a newer run)
                 ):
                     del self.active[rid]
                     self.changed = True
@@ -622,6 +697,92 @@ class Ledger:
             retired = (key[0], "", key[2], key[3])
             self.finished[retired] = self.finished.get(retired, 0) + self.finished.pop(key)
 
+    # -- webhook deliveries --------------------------------------------------------------
+
+    def observe(self, ev: WebhookObs, now: float) -> str:
+        """Fold one webhook delivery in; returns ACCEPTED, DUPLICATE or STALE.
+
+        Idempotent and order-proof: the same (run, stateVersion) twice, an older stateVersion
+        after a newer one, or anything about a run already counted (by a delivery or a poll)
+        changes nothing.
+        """
+        a = self.active.get(ev.run_id)
+        if a is not None:
+            return self._observe_active(ev, a, now)
+        mark = self.stacks.get(ev.stack_id)
+        if mark is None:
+            return self._park(ev, now)
+        probe = ev.run()
+        if self.handled(probe):
+            counted = probe.id in self.done.get((probe.stack_id, probe.kind), {}) or (
+                probe.created_at < self.floor.get((probe.stack_id, probe.kind), -math.inf)
+            )
+            return DUPLICATE if ev.terminal and counted else STALE
+        if ev.terminal:
+            self._count(probe, mark.space)
+            self._mark_done(probe)
+        elif ev.timestamp < self.baseline:
+            # A state change from before the baseline (a late retry, a replayed capture): the
+            # run may have ended before it too, and a poll's lookup would then count it.
+            return STALE
+        else:
+            self._see_active(probe, mark.space, now, in_queue=False)
+            self.webhook_versions[ev.run_id] = ev.state_version
+        return ACCEPTED
+
+    def _observe_active(self, ev: WebhookObs, a: ActiveRun, now: float) -> str:
+        known = self.webhook_versions.get(ev.run_id)
+        if known is not None and ev.state_version <= known:
+            return DUPLICATE if ev.state_version == known else STALE
+        old = a.obs
+        if (ev.state, ev.timestamp) in old.history and not ev.terminal:
+            self.webhook_versions[ev.run_id] = ev.state_version
+            return DUPLICATE  # a poll saw this state already
+        if not ev.terminal and ev.timestamp < old.entered_at:
+            return STALE  # a poll saw a later state already
+        run = ev.run(old.history)
+        run = replace(run, drift=old.drift, commit_ts=ev.commit_ts or old.commit_ts)
+        if ev.terminal:
+            self._count(run, a.space)
+            del self.active[ev.run_id]
+            self.webhook_versions.pop(ev.run_id, None)
+            self._mark_done(run)
+        else:
+            self._see_active(run, a.space, now, in_queue=a.in_queue)
+            self.webhook_versions[ev.run_id] = ev.state_version
+        return ACCEPTED
+
+    def _mark_done(self, run: RunObs) -> None:
+        key = (run.stack_id, run.kind)
+        if run.created_at >= self.floor.get(key, -math.inf):
+            self.done.setdefault(key, {})[run.id] = run.created_at
+
+    def _park(self, ev: WebhookObs, now: float) -> str:
+        old = self.pending.get(ev.run_id)
+        if old is not None and ev.state_version <= old[0].state_version:
+            return DUPLICATE if ev.state_version == old[0].state_version else STALE
+        self.pending.pop(ev.run_id, None)  # re-inserted last: the dict is oldest first
+        self.pending[ev.run_id] = (ev, now)
+        while len(self.pending) > MAX_PENDING:
+            del self.pending[next(iter(self.pending))]
+        self.changed = True
+        return ACCEPTED
+
+    def _after_poll_webhooks(self, now: float) -> None:
+        """After a poll: deliveries parked for stacks now listed are folded in (a run the poll
+        counted meanwhile is a duplicate), stale ones dropped; versions of runs no longer
+        active forgotten."""
+        for rid, (ev, arrived) in list(self.pending.items()):
+            if ev.stack_id in self.stacks:
+                del self.pending[rid]
+                self.observe(ev, now)
+                self.changed = True
+            elif now - arrived > PENDING_TTL:
+                del self.pending[rid]
+                self.changed = True
+        for rid in [rid for rid in self.webhook_versions if rid not in self.active]:
+            del self.webhook_versions[rid]
+
     # -- persistence -------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
@@ -657,6 +818,8 @@ class Ledger:
             "queue_wait": hists(self.queue_wait),
             "lead_time": hists(self.lead_time),
             "sweep_cursor": self.sweep_cursor,
+            "webhook_versions": dict(self.webhook_versions),
+            "webhook_pending": [[ev.to_json(), at] for ev, at in self.pending.values()],
         }
 
     @staticmethod
@@ -712,6 +875,11 @@ class Ledger:
             for k, counts, total in raw["lead_time"]:
                 led.lead_time[str(k[0])] = _hist(counts, total, 11)
         led.sweep_cursor = str(raw.get("sweep_cursor", ""))
+        versions = raw.get("webhook_versions", {})
+        led.webhook_versions = {str(k): int(v) for k, v in versions.items() if str(k) in led.active}
+        for ev_raw, at in raw.get("webhook_pending", [])[:MAX_PENDING]:
+            ev = WebhookObs.from_json(ev_raw)
+            led.pending[ev.run_id] = (ev, float(at))
         led.changed = False  # what the file holds already
         return led
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -60,6 +61,7 @@ from exporter.areas.run_ledger import (
     RunObs,
     StackMark,
     Want,
+    WebhookObs,
 )
 from exporter.areas.stack_listing import DOCUMENT as STACKS_DOCUMENT
 from exporter.areas.stack_listing import StackListing
@@ -395,14 +397,18 @@ class Poller:
         self.listing = StackListing.of(ctx.shared, ctx.account, ctx.clock)
         self.listing.register(ctx.interval, {})
         self.gates = (self.fields, self.listing.gate)
+        # Webhook deliveries (observe_webhook) change the ledger between polls: the poll
+        # holds this while it plans and applies, not while it waits for Spacelift.
+        self.lock = threading.Lock()
 
     # -- persistence hook (the app saves this to --state.file after a good poll) -----------
 
     def export_state(self) -> Any:
-        if self.ledger is None or not self.ledger.changed:
-            return None
-        self.ledger.changed = False
-        return self.ledger.to_json()
+        with self.lock:
+            if self.ledger is None or not self.ledger.changed:
+                return None
+            self.ledger.changed = False
+            return self.ledger.to_json()
 
     def _ledger(self, now: float) -> Ledger:
         if self.ledger is None:
@@ -431,12 +437,14 @@ class Poller:
         self._requests = 0
         queue_failure: SpaceliftError | None = None
         listing = self._list_stacks(client)
-        ledger = self._ledger(now)
+        with self.lock:  # webhook deliveries (observe_webhook) change the ledger too
+            ledger = self._ledger(now)
         if len(listing) <= self.batch:
             # Small account: reading every stack's runs costs one request; no queue needed.
             queue: list[RunObs] = []
             wants = {sid: Want(runs=True, proposed=True, tasks=True) for sid in listing}
-            ledger.add_lookups(wants, listing, set(), 0)
+            with self.lock:
+                ledger.add_lookups(wants, listing, set(), 0)
         else:
             try:
                 queue = self._queues(client)
@@ -447,24 +455,57 @@ class Poller:
                 # stands in (no run is taken for gone from it), the run lists are read as
                 # planned, and the poll is reported failed with what it could read.
                 queue_failure = exc
-                queue = [a.obs for a in ledger.active.values() if a.in_queue]
-            wants = ledger.plan(listing, queue, self.batch, now, sweep_slots=self.batch)
+                with self.lock:
+                    queue = [a.obs for a in ledger.active.values() if a.in_queue]
+            with self.lock:
+                wants = ledger.plan(listing, queue, self.batch, now, sweep_slots=self.batch)
         views, lookups = self._read_lists(
             client, ledger, [*sorted(wants.items()), *ledger.gap_reads(listing, wants)]
         )
-        ledger.apply(listing, queue, views, now, lookups)
-        for deep in self._deep.values():  # keep only what is still waiting, as far as known
-            deep.runs = [r for r in deep.runs if r.id in ledger.active]
-            if deep.refresh is not None:
-                deep.refresh = [r for r in deep.refresh if r.id in ledger.active]
-        snapshot = build_snapshot(
-            ledger, listing, now, stack_id_label=self.stack_id_label, requests=self._requests
-        )
+        with self.lock:
+            ledger.apply(listing, queue, views, now, lookups)
+            for deep in self._deep.values():  # keep only what is still waiting, as far as known
+                deep.runs = [r for r in deep.runs if r.id in ledger.active]
+                if deep.refresh is not None:
+                    deep.refresh = [r for r in deep.refresh if r.id in ledger.active]
+            snapshot = build_snapshot(
+                ledger, listing, now, stack_id_label=self.stack_id_label, requests=self._requests
+            )
         if queue_failure is not None:
             raise PartialFailure(
                 f"worker pool queues: {queue_failure}", snapshot, queue_failure.kind
             )
         return snapshot
+
+    # -- webhook deliveries (exporter.webhooks) ------------------------------------------
+
+    def observe_webhook(self, event: WebhookObs, wait: float = -1) -> str | None:
+        """Fold one delivery into this account's ledger (the one polls feed): accepted,
+        duplicate or stale; None when a poll held the ledger for longer than ``wait``
+        seconds (-1: as long as it takes)."""
+        if not self.lock.acquire(timeout=wait):
+            return None
+        try:
+            now = self.clock()
+            return self._ledger(now).observe(event, now)
+        finally:
+            self.lock.release()
+
+    def webhook_snapshot(self) -> Snapshot | None:
+        """The snapshot as of now (deliveries included), over the last poll's listing; None
+        before the first poll."""
+        with self.lock:
+            ledger = self.ledger
+            if ledger is None or not ledger.stacks:
+                return None
+            listing = {s: m for s, m in ledger.stacks.items() if s not in ledger.missing}
+            return build_snapshot(
+                ledger,
+                listing,
+                self.clock(),
+                stack_id_label=self.stack_id_label,
+                requests=self._requests,
+            )
 
     def _query(
         self, client: SpaceliftClient, document: str, variables: Mapping[str, Any]

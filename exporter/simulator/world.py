@@ -12,6 +12,7 @@ import heapq
 import random
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +105,9 @@ class World(WorldMutations):
         self.public_seconds = 0.0
         self.recent_durations: deque[int] = deque(maxlen=500)
         self.stacks_version = 0  # bumped on add/delete (search ordering cache)
+        # Called (under self.lock) with each run and its new history entry on every state
+        # change: the webhook sender (simulator/webhooks.py) hangs here.
+        self.on_transition: Callable[[Run, dict[str, Any]], None] | None = None
         from .account import Metrics, Seats, Usage
         from .seed import populate  # local import: seed.py imports this module
 
@@ -267,6 +271,8 @@ class World(WorldMutations):
                 "username": user,
             }
         )
+        if self.on_transition is not None:
+            self.on_transition(run, run.history[-1])
 
     def _set_state(self, run: Run, state: str, note: str | None = None, user: str | None = None):
         """Move a run to `state`, keeping every derived structure consistent."""

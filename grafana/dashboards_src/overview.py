@@ -352,6 +352,73 @@ def build() -> dm.Dashboard:
         ],
     )
     b.row(
+        "Webhooks",
+        [
+            graph(
+                "Webhook deliveries by outcome",
+                "Spacelift webhook deliveries in each interval: accepted (recorded), duplicate "
+                "and stale (seen already: retries, late or out-of-order deliveries), and the "
+                "refused ones (bad_signature, malformed, too_large, unknown_account). Empty for "
+                "accounts that do not receive webhooks. Alert: SpaceliftWebhookSignaturesFailing.",
+                "short",
+                query(
+                    f"sum by (account, outcome) ({increase('spacelift_webhook_deliveries_total')})",
+                    "{{account}} {{outcome}}",
+                ),
+                w=8,
+                bars=True,
+                stacked=True,
+            ),
+            single(
+                "Since the last webhook delivery",
+                "Time since the last correctly signed delivery, per account. Long while runs "
+                "finish: the webhook is disabled or no longer routed to. Alert: "
+                "SpaceliftWebhookSilent.",
+                "s",
+                query(
+                    f"time() - max by (account) "
+                    f"({sel('spacelift_webhook_last_delivery_timestamp_seconds')})",
+                    "{{account}}",
+                ),
+                w=4,
+                thresholds=steps((None, "green"), (3600, "orange")),
+            ),
+            single(
+                "Webhook deliveries refused",
+                "Deliveries answered with a 4xx in each interval: a wrong secret, a body that "
+                "is not a run event, too large, or for an account not configured. Spacelift "
+                "disables a webhook after 10 failures in a row.",
+                "short",
+                query(
+                    "sum("
+                    + increase(
+                        "spacelift_webhook_deliveries_total",
+                        matches("outcome", "bad_signature|malformed|too_large|unknown_account"),
+                    )
+                    + ") or vector(0)"
+                ),
+                w=4,
+                graph_mode=True,
+                thresholds=WARN_IF_ANY,
+            ),
+            graph(
+                "Webhook delivery delay",
+                "Median and 99th percentile of the time from a run's state change to the "
+                "arrival of its delivery: how far behind real time the webhook path is.",
+                "s",
+                query(
+                    quantile(0.5, "spacelift_webhook_delivery_delay_seconds", "account"),
+                    "p50 {{account}}",
+                ),
+                query(
+                    quantile(0.99, "spacelift_webhook_delivery_delay_seconds", "account"),
+                    "p99 {{account}}",
+                ),
+                w=8,
+            ),
+        ],
+    )
+    b.row(
         "Billing period",
         [
             graph(
