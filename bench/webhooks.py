@@ -196,8 +196,7 @@ class LedgerView:
         others = sum(len(ids) for _, kind, ids in sec["done"] if kind != PROPOSED)
         kib = self.state.stat().st_size / 1024
         return (
-            f"{len(sec['active']):>6} {others:>9} {self.proposed:>9} {self.laps:>5.2f}"
-            f" {kib:>6.0f}"
+            f"{len(sec['active']):>6} {others:>9} {self.proposed:>9} {self.laps:>5.2f} {kib:>6.0f}"
         )
 
 
