@@ -13,7 +13,10 @@ simulator (this process: 1,000 stacks, runs interval 5 s) on loopback.
    simulator's own runs (a busy account whose clock runs ahead: every state change of every
    run, signed by ``exporter/simulator/webhooks.py``'s payload builder, 10 senders) and keeps
    polling, printed every 20,000 deliveries, with the runs it counted against the simulator's
-   truth.
+   truth. Beside it, what the run ledger keeps (its state file): runs in progress, counted
+   runs kept until a poll reads their list (a stack's proposed runs only when the sweep
+   reaches it, so those fill up for one sweep lap, then level off: about 750,000 deliveries
+   here, as the account's clock runs 100 times real time) and the heap a kept run costs.
 
 Targets (issue 11): at least 1,000 deliveries/s, p99 under 50 ms at 10 senders, memory flat.
 Prints figures; asserts nothing.
