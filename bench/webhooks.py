@@ -303,7 +303,8 @@ def main() -> int:
     )
     workdir = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
     # Tokens valid for 6 simulated days (86 real minutes at SPEED): the clock runs ahead of the
-    # exporter's, and the exporter refuses a lifetime over a week as malformed.
+    # exporter's, and the exporter keeps a token at most a week (a year, as this bench used to
+    # ask for, was refused as malformed until 8596ec0: every poll failed).
     with Simulator(world, token_ttl=6 * 86400) as sim:
         cfg = {
             "accounts": [{"name": "bench", "endpoint": sim.url}],
