@@ -15,8 +15,8 @@ simulator (this process: 1,000 stacks, runs interval 5 s) on loopback.
    polling, printed every 20,000 deliveries, with the runs it counted against the simulator's
    truth. Beside it, what the run ledger keeps (its state file): runs in progress, counted
    runs kept until a poll reads their list (a stack's proposed runs only when the sweep
-   reaches it, so those fill up for one sweep lap, then level off: about 750,000 deliveries
-   here, as the account's clock runs 100 times real time) and the heap a kept run costs.
+   reaches it, so at most one sweep lap's worth: about 750,000 deliveries here, as the
+   account's clock runs 100 times real time) and the heap a kept run costs.
 
 Targets (issue 11): at least 1,000 deliveries/s, p99 under 50 ms at 10 senders, memory flat.
 Prints figures; asserts nothing.
@@ -176,7 +176,7 @@ class LedgerView:
     Counted runs are kept (``done``) until a poll reads their list and raises its floor: a
     stack's tracked runs and tasks are read whenever its state changes, its proposed runs only
     when the sweep reaches it (every stack in turn, a few per poll). So the proposed runs kept
-    fill up for one sweep lap, then level off; ``laps`` shows how far the sweep has come."""
+    are bounded by the proposed runs of one sweep lap; ``laps`` shows how far it has come."""
 
     def __init__(self, state: Path) -> None:
         self.state = state
@@ -274,7 +274,7 @@ def memory(world: World, base: str, pid: int, deliveries: int, state: Path) -> N
     per_run = bytes_per_kept_run()
     print(
         f"  a counted run kept costs {per_run:.0f} bytes of heap: the {view.proposed} proposed"
-        f" runs kept at the end (after {view.laps:.2f} sweep laps; they level off after one)"
+        f" runs kept at the end (after {view.laps:.2f} sweep laps; bounded by one lap's worth)"
         f" hold {view.proposed * per_run / 2**20:.1f} MiB"
     )
 
