@@ -481,6 +481,10 @@ class Server:
                 conn.buf += data
                 if len(conn.buf) > self.limits.max_head_bytes + conn.need:
                     break  # enough to judge this request; the rest waits
+                if len(data) < 65536 and not isinstance(conn.sock, ssl.SSLSocket):
+                    # Drained: save the recv that would only fail. The selector is
+                    # level-triggered, so whatever arrives meanwhile is reported again.
+                    break
             self._advance(conn)
             # TLS may hold decrypted bytes the selector cannot see: read on while it does.
             sock = conn.sock
@@ -553,7 +557,8 @@ class Server:
                 self.limits.request_timeout if conn.started else self.limits.idle_timeout
             )
             try:
-                conn.sock.setblocking(False)
+                if conn.sock.gettimeout() != 0.0:  # a slow answer left it blocking (_write)
+                    conn.sock.setblocking(False)
                 self._sel.register(conn.sock, selectors.EVENT_READ, conn)
             except (OSError, ValueError):
                 self._close(conn)
@@ -608,12 +613,23 @@ class Server:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         deadline = time.monotonic() + self.limits.write_timeout
+        # The socket arrives non-blocking. While the kernel takes each piece whole, that is
+        # one system call per piece; from the first it cannot take whole, the rest goes out
+        # blocking, with a timeout over the whole answer.
+        direct = sock.gettimeout() == 0.0 and not isinstance(sock, ssl.SSLSocket)
         for data in _coalesce(head, chunks if send_body else []):
+            sent = 0
+            if direct:
+                with contextlib.suppress(BlockingIOError, InterruptedError):
+                    sent = sock.send(data)
+                if sent == len(data):
+                    continue
+                direct = False
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("client too slow to read the answer")
-            sock.settimeout(left)
-            sock.sendall(data)  # the timeout bounds the whole call, not each send
+            sock.settimeout(left)  # bounds the whole sendall, not each send within it
+            sock.sendall(memoryview(data)[sent:] if sent else data)
 
 
 def _coalesce(head: bytes, chunks: Sequence[bytes]) -> Iterator[bytes]:
