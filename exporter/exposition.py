@@ -2,8 +2,9 @@
 
 The Spacelift part (every area's snapshot, poll health, the exporter's API traffic) is
 rendered when its data changes, part by part, and scrapes serve those bytes: a scrape costs
-the same whatever the account's size and never calls Spacelift. Only the small process part
-(CPU, memory, anything counted outside polls) is rendered per scrape, so it is current.
+the same whatever the account's size and never calls Spacelift. Only the small live part
+(anything counted outside polls: webhooks, state-file writes) is rendered per scrape, so it is
+current; the process's own figures (CPU, memory, from /proc) at most once a second.
 
 Each part is kept as the text format plus what OpenMetrics writes differently
 (``exporter.textformat``); the variants scrapers ask for (text or OpenMetrics, plain or
@@ -12,7 +13,7 @@ list of its parts' bytes, written one after the other: no copy of the whole body
 
 Gzip: each part is compressed once, on its own, into deflate blocks ending on a byte
 boundary (a sync flush), and such blocks concatenate into one deflate stream. A gzip scrape
-writes a header, the parts' blocks, the process part compressed as the final block, and the
+writes a header, the parts' blocks, the live part compressed as the final block, and the
 trailer (the CRC-32 of everything, carried on from a cached CRC of the pre-rendered parts).
 One gzip member rather than a member per part: some clients (httpx among them) read only
 the first member of a stream and would silently drop the rest.
