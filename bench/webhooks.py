@@ -13,7 +13,10 @@ simulator (this process: 1,000 stacks, runs interval 5 s) on loopback.
    simulator's own runs (a busy account whose clock runs ahead: every state change of every
    run, signed by ``exporter/simulator/webhooks.py``'s payload builder, 10 senders) and keeps
    polling, printed every 20,000 deliveries, with the runs it counted against the simulator's
-   truth.
+   truth. Beside it, what the run ledger keeps (its state file): runs in progress, counted
+   runs kept until a poll reads their list (a stack's proposed runs only when the sweep
+   reaches it, so those fill up for one sweep lap, then level off: about 750,000 deliveries
+   here, as the account's clock runs 100 times real time) and the heap a kept run costs.
 
 Targets (issue 11): at least 1,000 deliveries/s, p99 under 50 ms at 10 senders, memory flat.
 Prints figures; asserts nothing.
@@ -37,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from exporter.areas import AREAS  # noqa: E402
+from exporter.areas.run_ledger import PROPOSED, Ledger  # noqa: E402
 from exporter.simulator import SimClock, Simulator, World, WorldConfig  # noqa: E402
 from exporter.simulator.webhooks import run_event  # noqa: E402
 
@@ -165,15 +170,49 @@ def scrape_sum(base: str, name: str, **labels: str) -> float:
     return total
 
 
-def ledger(state: Path) -> str:
-    """What the run ledger holds, from the state file the exporter keeps writing."""
-    try:
-        sec = json.loads(state.read_text())["sections"]["bench/runs"]
-    except (OSError, ValueError, KeyError):
-        return "-"
-    done = sum(len(ids) for _, _, ids in sec["done"])
-    kib = state.stat().st_size / 1024
-    return f"{len(sec['active'])} active, {done} counted kept, {kib:.0f} KiB"
+class LedgerView:
+    """What the run ledger holds, from the state file the exporter keeps writing.
+
+    Counted runs are kept (``done``) until a poll reads their list and raises its floor: a
+    stack's tracked runs and tasks are read whenever its state changes, its proposed runs only
+    when the sweep reaches it (every stack in turn, a few per poll). So the proposed runs kept
+    fill up for one sweep lap, then level off; ``laps`` shows how far the sweep has come."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.laps = 0.0
+        self._last: int | None = None
+        self.proposed = 0
+
+    def line(self) -> str:
+        try:
+            sec = json.loads(self.state.read_text())["sections"]["bench/runs"]
+        except (OSError, ValueError, KeyError):
+            return "-"
+        order = sorted(sec["stacks"])
+        if sec["sweep_cursor"] in order:
+            at = order.index(sec["sweep_cursor"])
+            if self._last is not None:
+                self.laps += ((at - self._last) % len(order)) / len(order)
+            self._last = at
+        self.proposed = sum(len(ids) for _, kind, ids in sec["done"] if kind == PROPOSED)
+        others = sum(len(ids) for _, kind, ids in sec["done"] if kind != PROPOSED)
+        kib = self.state.stat().st_size / 1024
+        return (
+            f"{len(sec['active']):>6} {others:>9} {self.proposed:>9} {self.laps:>5.2f} {kib:>6.0f}"
+        )
+
+
+def bytes_per_kept_run(n: int = 10_000) -> float:
+    """Heap per counted run the ledger keeps (its id and creation time in ``done``)."""
+    led = Ledger(baseline=0.0)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(n):  # ULIDs, as Spacelift's run ids
+        led.done.setdefault((f"stack-{i % 1000}", PROPOSED), {})[f"01J{i:023d}"] = 1.7e9 + i
+    size = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return size / n
 
 
 def memory(world: World, base: str, pid: int, deliveries: int, state: Path) -> None:
@@ -189,8 +228,13 @@ def memory(world: World, base: str, pid: int, deliveries: int, state: Path) -> N
     counted0 = scrape_sum(base, "spacelift_runs_finished_total")  # the throughput phase runs
     real0 = time.monotonic()
     sent, report = 0, 20_000
-    print(f"  {'deliveries':>10} {'resident MiB':>13} {'in progress':>11}  ledger (state file)")
-    print(f"  {0:>10} {rss_mib(pid):>13.1f} {len(world.active):>11}  {ledger(state)}")
+    view = LedgerView(state)
+    print(f"  {'':>10} {'':>13} {'':>11}  ledger (state file): runs kept")
+    print(
+        f"  {'deliveries':>10} {'resident MiB':>13} {'in progress':>11}"
+        f"  {'active':>6} {'counted':>9} {'proposed':>9} {'sweep':>5} {'KiB':>6}"
+    )
+    print(f"  {0:>10} {rss_mib(pid):>13.1f} {len(world.active):>11}  {view.line()}")
     with ThreadPoolExecutor(10) as pool:
         while sent < deliveries:
             # The account's clock runs SPEED times real time (the exporter polls in real time)
@@ -211,7 +255,7 @@ def memory(world: World, base: str, pid: int, deliveries: int, state: Path) -> N
             before, sent = sent, sent + len(batch)
             if sent // report > before // report:
                 print(
-                    f"  {sent:>10} {rss_mib(pid):>13.1f} {len(world.active):>11}  {ledger(state)}",
+                    f"  {sent:>10} {rss_mib(pid):>13.1f} {len(world.active):>11}  {view.line()}",
                     flush=True,
                 )
     world.config.activity = 0.0
@@ -227,6 +271,12 @@ def memory(world: World, base: str, pid: int, deliveries: int, state: Path) -> N
             break
         time.sleep(2)  # the exporter's own poll interval decides; nothing to await
     print(f"  runs counted {counted:.0f}, runs that ended in the simulator {truth}")
+    per_run = bytes_per_kept_run()
+    print(
+        f"  a counted run kept costs {per_run:.0f} bytes of heap: the {view.proposed} proposed"
+        f" runs kept at the end (after {view.laps:.2f} sweep laps; they level off after one)"
+        f" hold {view.proposed * per_run / 2**20:.1f} MiB"
+    )
 
 
 def main() -> int:
@@ -252,8 +302,10 @@ def main() -> int:
         SimClock(start=time.time()),
     )
     workdir = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
-    # Tokens valid for a year of simulated time: the clock runs ahead of the exporter's.
-    with Simulator(world, token_ttl=365 * 86400) as sim:
+    # Tokens valid for 6 simulated days (86 real minutes at SPEED): the clock runs ahead of the
+    # exporter's, and the exporter keeps a token at most a week (a year, as this bench used to
+    # ask for, was refused as malformed until 8596ec0: every poll failed).
+    with Simulator(world, token_ttl=6 * 86400) as sim:
         cfg = {
             "accounts": [{"name": "bench", "endpoint": sim.url}],
             "areas": {name: {"enabled": name == "runs", "interval": "5s"} for name in AREAS},

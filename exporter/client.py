@@ -65,7 +65,10 @@ mutation SpaceliftExporterGetToken($id: ID!, $secret: String!) {
 """
 
 MAX_TOKEN_CHARS = 16_384  # sent in a header at every request; Spacelift's are ~1 KB
-MAX_TOKEN_LIFETIME = 7 * 86400.0  # API key tokens live 1 h, user sessions 10 h
+# API key tokens live 1 h, user sessions 10 h. A longer lifetime (a self-hosted setting) is
+# used for at most a week before the key is exchanged again; one past ten years is nonsense.
+MAX_TOKEN_LIFETIME = 7 * 86400.0
+ABSURD_TOKEN_LIFETIME = 3650 * 86400.0
 MAX_ERRORS = 100  # entries of errors[] (and of a path) looked at; the rest is noise
 
 VIEWER_DOCUMENT = "query SpaceliftExporterViewer { viewer { id } }"
@@ -319,10 +322,10 @@ class SpaceliftClient:
         if len(jwt) > MAX_TOKEN_CHARS:
             raise MalformedResponseError(f"apiKeyUser answer with a {len(jwt)}-character token")
         lifetime = _lifetime(jwt, valid_until, result.server_time, self._clock())
-        if not math.isfinite(lifetime) or lifetime > MAX_TOKEN_LIFETIME:
+        if not math.isfinite(lifetime) or lifetime > ABSURD_TOKEN_LIFETIME:
             raise MalformedResponseError(f"apiKeyUser token valid for {lifetime:.0f}s")
         # A lifetime of 0 or less (a replayed or odd answer): used for this request only.
-        return jwt, self._clock() + lifetime
+        return jwt, self._clock() + min(lifetime, MAX_TOKEN_LIFETIME)
 
     def _invalidate(self, token: str) -> None:
         with self._lock:

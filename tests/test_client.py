@@ -267,3 +267,17 @@ def test_a_clock_ahead_of_spacelift_does_not_re_exchange_at_every_request(
     ahead.advance(3600 - 50)  # the token's own lifetime still decides when to refresh
     pools(client)
     assert sim.requests[EXCHANGE] == 2
+
+
+def test_a_long_lived_token_is_used_and_exchanged_again_within_a_week(
+    sim: Simulator, clock: SimClock
+) -> None:
+    sim.token_ttl = 30 * 86400  # a self-hosted release issuing month-long tokens
+    client = client_for(sim, clock)
+    pools(client)
+    clock.advance(6 * 86400)
+    pools(client)
+    assert sim.requests[EXCHANGE] == 1  # the token was used as given, not refused
+    clock.advance(86400)
+    pools(client)
+    assert sim.requests[EXCHANGE] == 2  # but never held for more than a week
