@@ -51,10 +51,12 @@ class App:
     ) -> None:
         self.config = config
         self.clock = clock
-        # Rendered per scrape: the process's CPU and memory, and anything counted outside polls.
+        # Rendered per scrape: anything counted outside polls (webhooks, state-file writes).
         self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
+        # The process's CPU and memory: at most once a second (exposition.RECENT_MAX_AGE).
+        self.process_registry = CollectorRegistry()
+        ProcessCollector(registry=self.process_registry)
+        PlatformCollector(registry=self.process_registry)
         # The API traffic changes only while a poll runs: it is rendered with the poll.
         self.api_registry = CollectorRegistry()
         self.self_metrics = SelfMetrics(self.registry, api=self.api_registry)
@@ -91,7 +93,7 @@ class App:
             parts[area] = partial(self._collect_area, area)
         parts["health"] = self._collect_health
         parts[API_PART] = self.api_registry
-        self.exposition = Exposition(parts, self.registry)
+        self.exposition = Exposition(parts, self.registry, self.process_registry)
         self._render_lock = threading.Lock()
         self._served: set[Key] = set()  # areas whose settled state /metrics serves
         self.exposition.refresh()

@@ -2,8 +2,9 @@
 
 The Spacelift part (every area's snapshot, poll health, the exporter's API traffic) is
 rendered when its data changes, part by part, and scrapes serve those bytes: a scrape costs
-the same whatever the account's size and never calls Spacelift. Only the small process part
-(CPU, memory, anything counted outside polls) is rendered per scrape, so it is current.
+the same whatever the account's size and never calls Spacelift. Only the small live part
+(anything counted outside polls: webhooks, state-file writes) is rendered per scrape, so it is
+current; the process's own figures (CPU, memory, from /proc) at most once a second.
 
 Each part is kept as the text format plus what OpenMetrics writes differently
 (``exporter.textformat``); the variants scrapers ask for (text or OpenMetrics, plain or
@@ -12,7 +13,7 @@ list of its parts' bytes, written one after the other: no copy of the whole body
 
 Gzip: each part is compressed once, on its own, into deflate blocks ending on a byte
 boundary (a sync flush), and such blocks concatenate into one deflate stream. A gzip scrape
-writes a header, the parts' blocks, the process part compressed as the final block, and the
+writes a header, the parts' blocks, the live part compressed as the final block, and the
 trailer (the CRC-32 of everything, carried on from a cached CRC of the pre-rendered parts).
 One gzip member rather than a member per part: some clients (httpx among them) read only
 the first member of a stream and would silently drop the rest.
@@ -48,6 +49,11 @@ _MAX_DEFER = 0.05
 # A variant (format, encoding) asked for within this many seconds is built by the refresh
 # itself, so the scrape after a re-render finds it ready.
 _KEEP_WARM = 600.0
+# The process's own figures (CPU, memory, file descriptors, start time, platform) are read
+# from /proc and rendered at most once per this many seconds: reading /proc/self/stat and
+# rendering them was most of a small scrape's cost. They may be up to this old when served,
+# well inside any scrape interval (Prometheus's shortest useful one is about a second).
+RECENT_MAX_AGE = 1.0
 
 Variant = tuple[bool, bool]  # (OpenMetrics, gzip)
 # A part is collected into a FamilyBuilder, or (the exporter's own prometheus_client
@@ -91,9 +97,19 @@ class Exposition:
     their renderings is a valid exposition in either format.
     """
 
-    def __init__(self, parts: Mapping[str, Source], live: Collector) -> None:
+    def __init__(
+        self,
+        parts: Mapping[str, Source],
+        live: Collector,
+        recent: CollectorRegistry | None = None,
+    ) -> None:
+        """``live`` is rendered at every scrape (counters that must be current when served);
+        ``recent`` at most every ``RECENT_MAX_AGE`` seconds, served as one more part."""
         self._parts = dict(parts)
         self._live = live
+        self._recent = recent
+        self._recent_part = (EMPTY, -1e9)  # the part and time.monotonic() when rendered
+        self._recent_lock = threading.Lock()
         self._last_scrape = -1e9  # time.monotonic() when the last scrape began
         self._lock = threading.Lock()
         self._rendered: dict[str, _Part] = dict.fromkeys(self._parts, EMPTY)
@@ -151,7 +167,7 @@ class Exposition:
         variant = (om, gzip)
         self._asked[variant] = started
         with self._lock:
-            parts = tuple(self._rendered.values())
+            parts = (*self._rendered.values(), self._recent_of(started))
         chunks = [data for data in (part.get(variant) for part in parts) if data]
         if om:
             live: bytes = openmetrics.generate_latest(self._live)  # type: ignore[no-untyped-call]
@@ -164,6 +180,20 @@ class Exposition:
         trailer = struct.pack("<II", zlib.crc32(live, crc), (size + len(live)) & 0xFFFFFFFF)
         last = _deflate(live, zlib.Z_FINISH) + trailer
         return _coalesce([_GZIP_HEADER, *chunks, last]), content_type, "gzip"
+
+    def _recent_of(self, now: float) -> _Part:
+        """The ``recent`` part, rendered again when older than ``RECENT_MAX_AGE`` (once,
+        whatever the number of concurrent scrapes). Last in the order of parts: the gzip
+        checksum cached over the parts before it stays good when it changes."""
+        part, rendered = self._recent_part
+        if self._recent is None or now - rendered < RECENT_MAX_AGE:
+            return part
+        with self._recent_lock:
+            part, rendered = self._recent_part
+            if now - rendered >= RECENT_MAX_AGE:
+                part = _Part(self._render(self._recent))
+                self._recent_part = (part, now)
+            return part
 
     def _crc_of(self, parts: tuple[_Part, ...], om: bool) -> tuple[int, int]:
         """CRC-32 and size of the pre-rendered parts in one format. Kept per prefix of the

@@ -29,7 +29,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +104,7 @@ PLAIN_HTTP_ON_TLS = (
     b"Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 )
 _DRAIN_BYTES, _DRAIN_SECONDS = 1 << 20, 2.0  # what a refused client may still send
+_IOV_MAX = 1024  # buffers one sendmsg takes on Linux (the rest go in the next call)
 _TLS_HANDSHAKE = 0x16  # the first byte of every TLS ClientHello record
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
@@ -481,6 +482,10 @@ class Server:
                 conn.buf += data
                 if len(conn.buf) > self.limits.max_head_bytes + conn.need:
                     break  # enough to judge this request; the rest waits
+                if len(data) < 65536 and not isinstance(conn.sock, ssl.SSLSocket):
+                    # Drained: save the recv that would only fail. The selector is
+                    # level-triggered, so whatever arrives meanwhile is reported again.
+                    break
             self._advance(conn)
             # TLS may hold decrypted bytes the selector cannot see: read on while it does.
             sock = conn.sock
@@ -553,7 +558,8 @@ class Server:
                 self.limits.request_timeout if conn.started else self.limits.idle_timeout
             )
             try:
-                conn.sock.setblocking(False)
+                if conn.sock.gettimeout() != 0.0:  # a slow answer left it blocking (_write)
+                    conn.sock.setblocking(False)
                 self._sel.register(conn.sock, selectors.EVENT_READ, conn)
             except (OSError, ValueError):
                 self._close(conn)
@@ -608,22 +614,32 @@ class Server:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         deadline = time.monotonic() + self.limits.write_timeout
-        for data in _coalesce(head, chunks if send_body else []):
+        pieces: list[bytes | memoryview] = [head, *(c for c in chunks if c and send_body)]
+        if sock.gettimeout() == 0.0 and not isinstance(sock, ssl.SSLSocket):
+            # The socket arrives non-blocking: the head and the chunks go to the kernel in
+            # one system call and without a copy when they fit in its buffer (a scrape's
+            # answer usually does); what does not goes out below, blocking.
+            sent = 0
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                sent = sock.sendmsg(pieces[:_IOV_MAX])
+            pieces = _after(pieces, sent)
+        elif len(pieces) > 1 and len(pieces[1]) <= 16 * 1024:
+            pieces[:2] = [head + pieces[1]]  # a small body rides with the head (one record)
+        for data in pieces:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("client too slow to read the answer")
-            sock.settimeout(left)
-            sock.sendall(data)  # the timeout bounds the whole call, not each send
+            sock.settimeout(left)  # bounds the whole sendall, not each send within it
+            sock.sendall(data)
 
 
-def _coalesce(head: bytes, chunks: Sequence[bytes]) -> Iterator[bytes]:
-    # Small chunks ride with the head in one segment; big ones are sent as they are.
-    if chunks and len(chunks[0]) <= 16 * 1024:
-        yield head + chunks[0]
-        chunks = chunks[1:]
-    else:
-        yield head
-    yield from (c for c in chunks if c)
+def _after(pieces: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
+    """What is left of ``pieces`` once their first ``sent`` bytes are written."""
+    for i, piece in enumerate(pieces):
+        if sent < len(piece):
+            return [memoryview(piece)[sent:] if sent else piece, *pieces[i + 1 :]]
+        sent -= len(piece)
+    return []
 
 
 def _parse_head(raw: bytes, max_headers: int) -> tuple[str, str, str, dict[str, str]]:

@@ -43,7 +43,9 @@ def test_served_bodies_match_prometheus_client_and_gzip_is_one_member(app: App) 
             assert_identical(builder)
     live = CollectorRegistry()
     Counter("spacelift_test_live", "Rendered per scrape.", registry=live).inc()
-    exposition = Exposition(parts, live)
+    recent = CollectorRegistry()  # the process metrics' place: re-read at most every second
+    Counter("spacelift_test_recent", "Rendered at most every second.", registry=recent).inc(2)
+    exposition = Exposition(parts, live, recent)
     for refresh in ((), ("health",), ("stacks", "health")):
         exposition.refresh(*refresh)
         for accept in (OPENMETRICS, None):  # OpenMetrics first, as Prometheus asks
@@ -53,6 +55,7 @@ def test_served_bodies_match_prometheus_client_and_gzip_is_one_member(app: App) 
             body = b"".join(plain)
             assert body.endswith(b"# EOF\n") == (accept == OPENMETRICS)
             assert b"spacelift_stacks{" in body and b"spacelift_test_live_total 1.0" in body
+            assert b"spacelift_test_recent_total 2.0" in body
             # One member: a reader that stops after the first (httpx does) gets everything.
             first_member = zlib.decompressobj(16 + zlib.MAX_WBITS)
             assert first_member.decompress(b"".join(zipped)) == body

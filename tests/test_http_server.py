@@ -268,7 +268,8 @@ def test_listen_backlog_fits_real_use(echo: httpd.Server) -> None:
 
 
 def test_chunked_bodies_are_served_in_order_with_one_length() -> None:
-    chunks = [b"a" * 70000, b"", b"b" * 10, b"c" * 300000]
+    # The last is larger than any socket buffer: part goes in one sendmsg, the rest blocking.
+    chunks = [b"a" * 70000, b"", b"b" * 10, b"c" * 300000, b"d" * (8 << 20)]
     server = httpd.Server(Limits(workers=1))
     server.listen("127.0.0.1", 0, lambda r: Response(200, chunks))
     server.start()
