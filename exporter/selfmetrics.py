@@ -120,36 +120,30 @@ def _counter(metric: MetricDef, registry: CollectorRegistry) -> Counter:
     return Counter(metric.name, metric.help, metric.labels, registry=registry)
 
 
+def _gauge(metric: MetricDef, registry: CollectorRegistry) -> Gauge:
+    return Gauge(metric.name, metric.help, metric.labels, registry=registry)
+
+
+def _histogram(metric: MetricDef, registry: CollectorRegistry) -> Histogram:
+    """Buckets come from the definition, the one place the README table reads them too."""
+    return Histogram(
+        metric.name, metric.help, metric.labels, buckets=metric.buckets, registry=registry
+    )
+
+
 class SelfMetrics:
     def __init__(self, registry: CollectorRegistry, api: CollectorRegistry | None = None) -> None:
         """``api``: where the Spacelift API traffic goes (it changes only while a poll runs,
         so the app renders that registry with each poll instead of on every scrape)."""
         api = api or registry
         self.requests = _counter(API_REQUESTS, api)
-        self.duration = Histogram(
-            API_REQUEST_DURATION.name,
-            API_REQUEST_DURATION.help,
-            API_REQUEST_DURATION.labels,
-            buckets=REQUEST_BUCKETS,
-            registry=api,
-        )
+        self.duration = _histogram(API_REQUEST_DURATION, api)
         self.exchanges = _counter(TOKEN_EXCHANGES, api)
         self.rate_limited_total = _counter(RATE_LIMITED, api)
         self.state_file_writes = _counter(STATE_FILE_WRITES, registry)
         self.webhook_deliveries = _counter(WEBHOOK_DELIVERIES, registry)
-        self.webhook_last = Gauge(
-            WEBHOOK_LAST_DELIVERY.name,
-            WEBHOOK_LAST_DELIVERY.help,
-            WEBHOOK_LAST_DELIVERY.labels,
-            registry=registry,
-        )
-        self.webhook_delay = Histogram(
-            WEBHOOK_DELAY.name,
-            WEBHOOK_DELAY.help,
-            WEBHOOK_DELAY.labels,
-            buckets=WEBHOOK_DELAY_BUCKETS,
-            registry=registry,
-        )
+        self.webhook_last = _gauge(WEBHOOK_LAST_DELIVERY, registry)
+        self.webhook_delay = _histogram(WEBHOOK_DELAY, registry)
 
     def request(self, account: str, operation: str, outcome: str, seconds: float) -> None:
         self.requests.labels(account, operation, outcome).inc()
